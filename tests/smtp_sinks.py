@@ -1,0 +1,411 @@
+"""Loopback SMTP peers for tests: a recording sink, a STARTTLS stripper, misbehaving servers.
+
+Reusable by any integration test that needs a real SMTP server on 127.0.0.1 or
+::1.  Everything runs on the test's own event loop (no threads), binds port 0,
+and is an async context manager:
+
+    async with SMTPSink(tls=served_chain()) as sink:
+        ... connect to sink.host, sink.port ...
+        assert sink.messages[0].over_tls
+
+- `SMTPSink`: aiosmtpd server; optional STARTTLS with a given chain (leaf and
+  intermediates are served), or STARTTLS hidden, or offered and refused with
+  454; per-recipient rejections; records every message (envelope, bytes,
+  whether it came over TLS) and every SNI name the TLS layer saw.
+- `StartTLSStripper`: a TCP man in the middle that deletes STARTTLS from EHLO
+  replies and records every byte it relays (what an attacker would capture).
+- `SilentServer`: accepts and never says anything (greeting timeouts).
+- `BrokenTLSServer`: offers STARTTLS, says 220, then answers the ClientHello
+  with garbage (handshake failures).
+- `served_chain()`: a minimal local test PKI (root -> intermediate -> leaf).
+  It exists because tests/pki.py was not there yet when this was written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ssl
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self
+
+from aiosmtpd.smtp import SMTP as AiosmtpdSMTP
+from aiosmtpd.smtp import Envelope, Session
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+__all__ = [
+    "BrokenTLSServer",
+    "ReceivedMessage",
+    "SMTPSink",
+    "ServedChain",
+    "SilentServer",
+    "StartTLSStripper",
+    "hex_sha256",
+    "served_chain",
+    "server_tls_context",
+]
+
+# -- a minimal test PKI ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServedChain:
+    """What a TLS server presents: DER certificates (leaf first) and the leaf key."""
+
+    der: tuple[bytes, ...]  # leaf, intermediate: what goes on the wire
+    root_der: bytes  # not served (as is usual); for DANE-TA tests
+    key_pem: bytes
+
+    @property
+    def chain_pem(self) -> bytes:
+        return b"".join(ssl.DER_cert_to_PEM_cert(der).encode() for der in self.der)
+
+
+def served_chain(name: str = "mx.example.test") -> ServedChain:
+    """A fresh root -> intermediate -> leaf chain with ECDSA P-256 keys; SAN = name."""
+    now = datetime.datetime.now(datetime.UTC)
+
+    def cert(
+        subject: str,
+        key: ec.EllipticCurvePrivateKey,
+        issuer: str,
+        issuer_key: ec.EllipticCurvePrivateKey,
+        ca: bool,
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False
+            )
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    mid_key = ec.generate_private_key(ec.SECP256R1())
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    root = cert("Test Root CA", root_key, "Test Root CA", root_key, ca=True)
+    mid = cert("Test Intermediate CA", mid_key, "Test Root CA", root_key, ca=True)
+    leaf = cert(name, leaf_key, "Test Intermediate CA", mid_key, ca=False)
+    der = serialization.Encoding.DER
+    return ServedChain(
+        der=(leaf.public_bytes(der), mid.public_bytes(der)),
+        root_der=root.public_bytes(der),
+        key_pem=leaf_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+
+
+def server_tls_context(chain: ServedChain, on_sni: Callable[[str | None], None]) -> ssl.SSLContext:
+    """A server context serving `chain`, reporting each SNI name (None if absent) to `on_sni`."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with tempfile.TemporaryDirectory() as tmp:
+        cert_path, key_path = Path(tmp, "chain.pem"), Path(tmp, "key.pem")
+        cert_path.write_bytes(chain.chain_pem)
+        key_path.write_bytes(chain.key_pem)
+        ctx.load_cert_chain(cert_path, key_path)
+
+    def sni_callback(_sslobj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+        on_sni(name)
+
+    ctx.sni_callback = sni_callback
+    return ctx
+
+
+# -- shared server plumbing ------------------------------------------------------
+
+
+class _LoopbackServer:
+    """Start/stop an asyncio server on a loopback address and port 0."""
+
+    def __init__(self, host: str) -> None:
+        if host not in ("127.0.0.1", "::1") and not host.startswith("127."):
+            raise ValueError(f"test servers listen on loopback only, not {host}")
+        self.host = host
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _protocol_factory(self) -> Callable[[], asyncio.BaseProtocol] | None:
+        return None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        loop = asyncio.get_running_loop()
+        factory = self._protocol_factory()
+        if factory is not None:
+            self._server = await loop.create_server(factory, self.host, 0)
+        else:
+            self._server = await asyncio.start_server(self._tracked, self.host, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _tracked(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._handle(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        if self._server is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+
+# -- the receiving sink ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """One message as the sink received it."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    data: bytes
+    over_tls: bool
+    mail_options: tuple[str, ...]
+    smtp_utf8: bool
+
+
+class _RefuseStartTLS(AiosmtpdSMTP):
+    """Advertises STARTTLS (it has a context) but refuses the command."""
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        await self.push("454 4.7.0 TLS not available due to temporary reason")
+
+
+@dataclass
+class _SinkHandler:
+    sink: SMTPSink
+
+    async def handle_RCPT(
+        self,
+        server: AiosmtpdSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        refusal = self.sink.reject.get(address)
+        if refusal is not None:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: AiosmtpdSMTP, session: Session, envelope: Envelope) -> str:
+        if self.sink.data_reply.startswith("2"):
+            self.sink.messages.append(
+                ReceivedMessage(
+                    mail_from=envelope.mail_from or "",
+                    rcpt_tos=tuple(envelope.rcpt_tos),
+                    data=bytes(envelope.original_content or b""),
+                    over_tls=session.ssl is not None,
+                    mail_options=tuple(envelope.mail_options),
+                    smtp_utf8=bool(envelope.smtp_utf8),
+                )
+            )
+        return self.sink.data_reply
+
+
+class SMTPSink(_LoopbackServer):
+    """An aiosmtpd server on loopback that records what it receives.
+
+    starttls: "offer" (needs `tls`), "hide" (never advertised), "refuse"
+    (advertised, answered with 454).  `reject` maps a recipient to the full
+    reply its RCPT gets (e.g. "550 5.1.1 no such user").  `data_reply` is the
+    reply to the end of DATA; a message counts as received only on 2xx.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        *,
+        tls: ServedChain | None = None,
+        starttls: Literal["offer", "hide", "refuse"] = "offer",
+        reject: Mapping[str, str] | None = None,
+        data_reply: str = "250 2.0.0 Ok: queued",
+        smtputf8: bool = True,
+        data_size_limit: int | None = 33554432,
+        hostname: str = "sink.example.test",
+    ) -> None:
+        super().__init__(host)
+        if starttls in ("offer", "refuse") and tls is None:
+            tls = served_chain()
+        self.tls = tls
+        self.starttls = starttls
+        self.reject = dict(reject or {})
+        self.data_reply = data_reply
+        self.smtputf8 = smtputf8
+        self.data_size_limit = data_size_limit
+        self.hostname = hostname
+        self.messages: list[ReceivedMessage] = []
+        self.sni_seen: list[str | None] = []
+        self.connections = 0
+
+    def _protocol_factory(self) -> Callable[[], asyncio.BaseProtocol]:
+        ctx = None
+        if self.starttls != "hide" and self.tls is not None:
+            ctx = server_tls_context(self.tls, self.sni_seen.append)
+        cls = _RefuseStartTLS if self.starttls == "refuse" else AiosmtpdSMTP
+        handler = _SinkHandler(self)
+        loop = asyncio.get_running_loop()
+
+        def factory() -> asyncio.BaseProtocol:
+            self.connections += 1
+            protocol: asyncio.BaseProtocol = cls(
+                handler,
+                hostname=self.hostname,
+                tls_context=ctx,
+                enable_SMTPUTF8=self.smtputf8,
+                data_size_limit=self.data_size_limit,
+                loop=loop,
+            )
+            return protocol
+
+        return factory
+
+
+# -- a STARTTLS-stripping man in the middle -------------------------------------------
+
+
+class StartTLSStripper(_LoopbackServer):
+    """A TCP proxy to `upstream` that removes STARTTLS from EHLO replies.
+
+    Every byte relayed is kept: `from_client` (what the client sent, i.e. what an
+    attacker on the path captured of the message) and `from_server`.
+    """
+
+    def __init__(self, upstream_host: str, upstream_port: int, host: str = "127.0.0.1") -> None:
+        super().__init__(host)
+        self.upstream = (upstream_host, upstream_port)
+        self.from_client = bytearray()
+        self.from_server = bytearray()
+        self.stripped = 0  # how many STARTTLS lines were removed
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        try:
+            await asyncio.gather(
+                self._pump_client(reader, up_writer), self._pump_server(up_reader, writer)
+            )
+        finally:
+            up_writer.close()
+
+    async def _pump_client(self, reader: asyncio.StreamReader, up: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            self.from_client += data
+            up.write(data)
+            await up.drain()
+        with contextlib.suppress(OSError):
+            up.write_eof()
+
+    async def _pump_server(self, up: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        reply: list[bytes] = []
+        while line := await up.readline():
+            self.from_server += line
+            reply.append(line)
+            if len(line) >= 4 and line[3:4] == b"-":
+                continue  # RFC 5321 §4.2.1: "xyz-" continues a multiline reply
+            writer.write(self._strip(reply))
+            await writer.drain()
+            reply = []
+        with contextlib.suppress(OSError):
+            writer.write_eof()
+
+    def _strip(self, lines: list[bytes]) -> bytes:
+        kept = [line for line in lines if line[4:].strip().upper() != b"STARTTLS"]
+        self.stripped += len(lines) - len(kept)
+        if not kept:
+            return b""
+        body = [line[:3] + b"-" + line[4:] for line in kept[:-1]]
+        last = kept[-1]
+        return b"".join([*body, last[:3] + b" " + last[4:]])
+
+
+# -- misbehaving servers ------------------------------------------------------------------
+
+
+class SilentServer(_LoopbackServer):
+    """Accepts connections and never sends a greeting."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        super().__init__(host)
+        self.connections = 0
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        await reader.read()  # until the client gives up
+
+
+class BrokenTLSServer(_LoopbackServer):
+    """Greets, offers STARTTLS, says 220 to it, then answers the ClientHello with junk."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        super().__init__(host)
+        self.received = bytearray()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 broken.example.test ESMTP\r\n")
+        while line := await reader.readline():
+            self.received += line
+            command = line.strip().upper()
+            if command.startswith((b"EHLO", b"HELO")):
+                writer.write(b"250-broken.example.test\r\n250 STARTTLS\r\n")
+            elif command == b"STARTTLS":
+                writer.write(b"220 2.0.0 go ahead\r\n")
+                await writer.drain()
+                self.received += await reader.read(4096)  # the ClientHello
+                writer.write(b"this is not TLS\r\n" * 8)
+                await writer.drain()
+                return
+            elif command == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                return
+            else:
+                writer.write(b"502 5.5.2 no\r\n")
+            await writer.drain()
+
+
+def hex_sha256(der: bytes) -> str:
+    """Hex SHA-256 of a DER certificate, to compare with TLSFacts.chain_sha256."""
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(der)
+    return digest.finalize().hex()
