@@ -556,7 +556,8 @@ def _search_tlsa(
 
     if not search_tlsa:
         return policy(
-            TLSAOutcome.NOT_SEARCHED, "TLSA not looked up: the policy level does not use DANE"
+            TLSAOutcome.NOT_SEARCHED,
+            "TLSA records were not looked up for this host (TLSA search turned off)",
         )
     candidates = tlsa_base_candidates(host, address, known.cname)
     if isinstance(candidates, LookupCNAME):
