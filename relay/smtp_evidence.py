@@ -83,8 +83,8 @@ class Reply:
     def parse(cls, code: int, text: str) -> Reply:
         """Build a Reply, taking the enhanced status code from the start of the text.
 
-        RFC 3463 §2: the class digit of the enhanced code repeats the reply's
-        class; we keep the enhanced code only when the two agree.
+        The enhanced code's class digit (RFC 3463 §2) should repeat the reply
+        code's; we keep the enhanced code only when the two agree (our rule).
         """
         match = _ENHANCED.match(text)
         enhanced = match.group(0) if match and int(match.group(1)) == code // 100 else None
