@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -44,7 +44,7 @@ __all__ = ["MAX_CHAIN_CERTS", "MAX_PATH_CERTS", "RecordResult", "Verdict", "veri
 MAX_CHAIN_CERTS = 32
 #: Most certificates on a path below its trust anchor (leaf included).
 MAX_PATH_CERTS = 10
-#: Most path-building steps for one `verify()` call; loops cannot exhaust it.
+#: Most path-building steps when searching paths to one trust anchor.
 _MAX_STEPS = 2000
 
 _PublicKey = (
@@ -109,92 +109,103 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class _Extensions:
+    """What a certificate's extensions say, as far as path checks care."""
+
+    problem: str | None = None  # why it cannot sit on a path (bad or unknown critical extension)
+    ca: bool | None = None  # basicConstraints cA; None when the extension is absent
+    path_length: int | None = None
+    cert_sign: bool | None = None  # keyUsage keyCertSign; None when keyUsage is absent
+    server_auth: bool = True  # no EKU, or an EKU that allows serverAuth
+    dns_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class _Cert:
-    """The facts about one certificate that matching and path checks need."""
+    """One parsed certificate: the fields matching and path checks need, read eagerly."""
 
     depth: int | None  # index in the presented chain; None for a certificate from DNS
     der: bytes
     spki: bytes
     cert: x509.Certificate
-    key: _PublicKey | None
-    problem: str | None  # why it cannot sit on a path (bad or unknown critical extensions)
-    ca: bool | None  # basicConstraints cA; None when the extension is absent
-    path_length: int | None
-    cert_sign: bool | None  # keyUsage keyCertSign; None when keyUsage is absent
-    server_auth: bool  # no EKU, or an EKU that allows serverAuth
-    dns_names: tuple[str, ...]
+    subject: x509.Name
+    issuer: x509.Name
+    not_before: dt.datetime
+    not_after: dt.datetime
+    version_1: bool
     common_names: tuple[str, ...]
+    key: _PublicKey | None
+    ext: _Extensions
 
     @property
     def self_issued(self) -> bool:
         # RFC 5280 §6.1: self-issued = subject and issuer names are the same.
-        return self.cert.subject == self.cert.issuer
+        return self.subject == self.issuer
 
     def where(self) -> str:
         return "the trust anchor from DNS" if self.depth is None else f"depth {self.depth}"
 
 
 def _parse_certificate(der: bytes, depth: int | None) -> _Cert | str:
-    """Parse DER into a `_Cert`, or return why it is not a certificate."""
+    """Parse DER into a `_Cert`, or return why it is not a certificate.
+
+    `cryptography` parses some fields lazily; everything used later is read
+    here so that malformed DER surfaces once, as a reason, never as an exception.
+    """
     try:
         cert = x509.load_der_x509_certificate(der)
         spki = _raw_spki(cert.tbs_certificate_bytes)
-    except ValueError as exc:
+        subject, issuer = cert.subject, cert.issuer
+        not_before, not_after = cert.not_valid_before_utc, cert.not_valid_after_utc
+        version_1 = cert.version == x509.Version.v1
+        common_names = tuple(
+            str(a.value) for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        )
+    except (ValueError, x509.InvalidVersion) as exc:
         return f"not a DER certificate ({exc})"
     try:
         key: _PublicKey | None = _as_public_key(cert.public_key())
     except (ValueError, UnsupportedAlgorithm):
         key = None
-    try:
-        extensions, problem = list(cert.extensions), None
-    except ValueError as exc:
-        extensions, problem = [], f"malformed extensions ({exc})"
-    return _with_extensions(depth, der, spki, cert, key, extensions, problem)
-
-
-def _with_extensions(
-    depth: int | None,
-    der: bytes,
-    spki: bytes,
-    cert: x509.Certificate,
-    key: _PublicKey | None,
-    extensions: list[x509.Extension[x509.ExtensionType]],
-    problem: str | None,
-) -> _Cert:
-    ca = path_length = cert_sign = None
-    server_auth = True
-    dns_names: tuple[str, ...] = ()
-    for ext in extensions:
-        value = ext.value
-        if isinstance(value, x509.BasicConstraints):
-            ca, path_length = value.ca, value.path_length
-        elif isinstance(value, x509.KeyUsage):
-            cert_sign = value.key_cert_sign
-        elif isinstance(value, x509.ExtendedKeyUsage):
-            # RFC 5280 §4.2.1.12: an EKU limits the key to its listed purposes.
-            server_auth = bool(_SERVER_AUTH_EKUS.intersection(value))
-        elif isinstance(value, x509.SubjectAlternativeName):
-            dns_names = tuple(value.get_values_for_type(x509.DNSName))
-        elif ext.critical and ext.oid not in _UNDERSTOOD_EXTENSIONS:
-            # RFC 5280 §4.2: reject a certificate with an unrecognised critical extension.
-            problem = f"unsupported critical extension {ext.oid.dotted_string}"
-    common_names = tuple(
-        str(attr.value) for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    )
     return _Cert(
         depth=depth,
         der=der,
         spki=spki,
         cert=cert,
-        key=key,
-        problem=problem,
-        ca=ca,
-        path_length=path_length,
-        cert_sign=cert_sign,
-        server_auth=server_auth,
-        dns_names=dns_names,
+        subject=subject,
+        issuer=issuer,
+        not_before=not_before,
+        not_after=not_after,
+        version_1=version_1,
         common_names=common_names,
+        key=key,
+        ext=_read_extensions(cert),
     )
+
+
+def _read_extensions(cert: x509.Certificate) -> _Extensions:
+    try:
+        extensions = list(cert.extensions)
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        return _Extensions(problem=f"malformed extensions ({exc})")
+    facts = _Extensions()
+    for ext in extensions:
+        value = ext.value
+        if isinstance(value, x509.BasicConstraints):
+            facts = replace(facts, ca=value.ca, path_length=value.path_length)
+        elif isinstance(value, x509.KeyUsage):
+            facts = replace(facts, cert_sign=value.key_cert_sign)
+        elif isinstance(value, x509.ExtendedKeyUsage):
+            # RFC 5280 §4.2.1.12: an EKU limits the key to its listed purposes.
+            facts = replace(facts, server_auth=bool(_SERVER_AUTH_EKUS.intersection(value)))
+        elif isinstance(value, x509.SubjectAlternativeName):
+            facts = replace(facts, dns_names=tuple(value.get_values_for_type(x509.DNSName)))
+        elif ext.critical and ext.oid not in _UNDERSTOOD_EXTENSIONS:
+            # RFC 5280 §4.2: reject a certificate with an unrecognised critical extension.
+            facts = replace(
+                facts, problem=f"unsupported critical extension {ext.oid.dotted_string}"
+            )
+    return facts
 
 
 def _as_public_key(key: object) -> _PublicKey | None:
@@ -326,7 +337,7 @@ class _Chain:
 
     def issued_by(self, subject: _Cert, issuer: _Cert) -> bool:
         """Name chaining and signature (RFC 5280 §6.1.3 (a)(1), (a)(4)), memoised."""
-        if subject.cert.issuer != issuer.cert.subject:
+        if subject.issuer != issuer.subject:
             return False
         memo_key = (id(subject), id(issuer))
         if memo_key not in self._signed:
@@ -344,11 +355,12 @@ class _Chain:
 
         Depth-first over the presented certificates linked by issuer name and
         signature.  A certificate appears at most once per path, paths are at
-        most MAX_PATH_CERTS long and the step budget is shared by all anchors,
-        so out-of-order chains, extra certificates and self-issued loops all
+        most MAX_PATH_CERTS long and each search has a step budget, so
+        out-of-order chains, extra certificates and self-issued loops all
         terminate.
         """
         pool = [c for c in self.issuer_pool() if anchor.cert is None or c.der != anchor.cert.der]
+        self.steps = 0
         yield from self._extend([self.leaf], pool, anchor)
 
     def _extend(
@@ -460,7 +472,7 @@ def _presented_matches(presented: str, reference: str) -> bool:
 def _leaf_name_matches(leaf: _Cert, reference_names: Sequence[str]) -> str | None:
     """The reference identifier the leaf matches, or None (RFC 7672 §3.2.3)."""
     # RFC 6125 §6.4.4: the CN is consulted only when there is no DNS-ID at all.
-    presented = leaf.dns_names or leaf.common_names
+    presented = leaf.ext.dns_names or leaf.common_names
     for name in reference_names:
         reference = _normalise_reference(name)
         if reference is not None and any(_presented_matches(p, reference) for p in presented):
@@ -473,10 +485,10 @@ def _leaf_name_matches(leaf: _Cert, reference_names: Sequence[str]) -> str | Non
 
 def _time_problem(cert: _Cert, now: dt.datetime) -> str | None:
     # RFC 5280 §6.1.3 (a)(2): the certificate validity period includes the current time.
-    if now < cert.cert.not_valid_before_utc:
-        return f"is not valid before {cert.cert.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ}"
-    if now > cert.cert.not_valid_after_utc:
-        return f"expired {cert.cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"
+    if now < cert.not_before:
+        return f"is not valid before {cert.not_before:%Y-%m-%dT%H:%M:%SZ}"
+    if now > cert.not_after:
+        return f"expired {cert.not_after:%Y-%m-%dT%H:%M:%SZ}"
     return None
 
 
@@ -488,26 +500,26 @@ def _issuer_problem(cert: _Cert, *, is_anchor: bool) -> str | None:
     (`X509_check_ca`) also accepts a certificate without basicConstraints that
     asserts keyCertSign, or a version 1 self-issued certificate; we do the same.
     """
-    if cert.cert_sign is False:
+    if cert.ext.cert_sign is False:
         return "lacks keyUsage keyCertSign"
-    if cert.ca is True:
+    if cert.ext.ca is True:
         return None
-    if cert.ca is None and is_anchor:
-        if cert.cert_sign is True:
+    if cert.ext.ca is None and is_anchor:
+        if cert.ext.cert_sign is True:
             return None
-        if cert.cert.version == x509.Version.v1 and cert.self_issued:
+        if cert.version_1 and cert.self_issued:
             return None
     return "is not a CA"
 
 
 def _link_problem(cert: _Cert, index: int, now: dt.datetime) -> str | None:
     """Why the certificate at `index` of a path (0 = leaf) is not acceptable there."""
-    if cert.problem is not None:
-        return f"has {cert.problem}"
+    if cert.ext.problem is not None:
+        return f"has {cert.ext.problem}"
     problem = _time_problem(cert, now)
     if problem is None and index > 0:
         problem = _issuer_problem(cert, is_anchor=False)
-    if problem is None and not cert.server_auth:
+    if problem is None and not cert.ext.server_auth:
         # OpenSSL's ssl_server purpose: an EKU, where present, must allow serverAuth.
         problem = "has an extendedKeyUsage without serverAuth"
     return problem
@@ -515,8 +527,8 @@ def _link_problem(cert: _Cert, index: int, now: dt.datetime) -> str | None:
 
 def _anchor_problem(anchor: _Cert, now: dt.datetime) -> str | None:
     """Why a trust anchor certificate cannot anchor a path (no signature check: it is trusted)."""
-    if anchor.problem is not None:
-        return f"has {anchor.problem}"
+    if anchor.ext.problem is not None:
+        return f"has {anchor.ext.problem}"
     problem = _issuer_problem(anchor, is_anchor=True)
     # OpenSSL `internal_verify()` (so Postfix): the dates of a self-issued trust
     # anchor are checked too; one that is not self-issued is trusted without them.
@@ -545,12 +557,12 @@ def _path_length_problem(issuers: list[_Cert]) -> str | None:
     intermediates below the constraining CA (the leaf is not counted).  RFC 7672
     §3.1.2 asks that a Cert(0) trust anchor's path length constraint be applied."""
     for index, cert in enumerate(issuers):
-        if cert.path_length is None:
+        if cert.ext.path_length is None:
             continue
         below = sum(1 for c in issuers[:index] if not c.self_issued)
-        if below > cert.path_length:
+        if below > cert.ext.path_length:
             return (
-                f"the certificate at {cert.where()} allows {cert.path_length} "
+                f"the certificate at {cert.where()} allows {cert.ext.path_length} "
                 f"intermediates below it, the path has {below}"
             )
     return None
@@ -632,7 +644,7 @@ def _name_checked(
     # RFC 7672 §3.2.2: with DANE-TA the leaf must match a reference identifier.
     matched_name = _leaf_name_matches(chain.leaf, names)
     if matched_name is None:
-        presented = ", ".join(chain.leaf.dns_names or chain.leaf.common_names) or "none"
+        presented = ", ".join(chain.leaf.ext.dns_names or chain.leaf.common_names) or "none"
         wanted = ", ".join(names) or "none"
         reason = (
             f"trust anchor is {anchor}, the path is valid, but the leaf's names "

@@ -130,7 +130,7 @@ class TLSARecord:
             raise MalformedRecord(f"expected 'usage selector mtype hex', got {text.strip()!r}")
         numbers: list[int] = []
         for field in cleaned[:3]:
-            if not field.isdigit() or int(field) > 255:
+            if not (field.isascii() and field.isdigit()) or int(field) > 255:
                 raise MalformedRecord(f"TLSA field {field!r} is not an integer from 0 to 255")
             numbers.append(int(field))
         hexdata = "".join(cleaned[3:])
@@ -217,12 +217,14 @@ def _full_data_problem(selector: int, data: bytes) -> str | None:
     """RFC 6698 §2.1.3: Full(0) data is the DER certificate or SubjectPublicKeyInfo itself."""
     try:
         if selector == Selector.CERT:
-            x509.load_der_x509_certificate(data)
+            cert = x509.load_der_x509_certificate(data)
+            # cryptography decodes these lazily; read them so bad DER is caught here.
+            _ = (cert.version, cert.subject, cert.issuer, cert.not_valid_after_utc)
         else:
             load_der_public_key(data)
     except UnsupportedAlgorithm:
         return "Full(0) key uses an unsupported algorithm"
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, x509.InvalidVersion):
         what = "certificate" if selector == Selector.CERT else "SubjectPublicKeyInfo"
         return f"Full(0) data is not a DER {what}"
     return None
