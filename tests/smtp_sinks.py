@@ -203,6 +203,7 @@ class ReceivedMessage:
     over_tls: bool
     mail_options: tuple[str, ...]
     smtp_utf8: bool
+    peer: tuple[str, int]  # the client's address as the sink saw it
 
 
 class _RefuseStartTLS(AiosmtpdSMTP):
@@ -240,9 +241,16 @@ class _SinkHandler:
                     over_tls=session.ssl is not None,
                     mail_options=tuple(envelope.mail_options),
                     smtp_utf8=bool(envelope.smtp_utf8),
+                    peer=_address(session.peer),
                 )
             )
         return self.sink.data_reply
+
+
+def _address(peer: object) -> tuple[str, int]:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return str(peer[0]), int(peer[1])
+    return str(peer), 0
 
 
 class SMTPSink(_LoopbackServer):

@@ -8,20 +8,28 @@ and says yes or no.  Timeouts are short; nothing sleeps.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import hashlib
 import socket
+from collections.abc import Callable
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from relay.smtp_evidence import AuthResult, FailureKind, Stage, StartTLS, Timeouts
+from relay.smtp_evidence import Authenticate, AuthResult, FailureKind, Stage, StartTLS, Timeouts
 from relay.smtp_session import SessionRequest, SessionResult, run_session
 from tests.smtp_sinks import (
     BrokenTLSServer,
+    ServedChain,
     SilentServer,
     SMTPSink,
     StartTLSStripper,
     hex_sha256,
     served_chain,
 )
+from tlsa.match import verify
+from tlsa.records import TLSARecord
 
 pytestmark = pytest.mark.integration
 
@@ -280,3 +288,56 @@ async def test_never_mode_ignores_starttls() -> None:
     assert result.failure is None
     assert auth.chains == []
     assert [m.over_tls for m in sink.messages] == [False]
+
+
+# -- with the real DANE matcher plugged in ------------------------------------------------
+
+
+def dane(records: list[str], names: tuple[str, ...]) -> Authenticate:
+    """The caller's adapter: tlsa.match.verify as the session's authenticate callback."""
+    tlsa = [TLSARecord.from_text(text) for text in records]
+
+    def authenticate(chain: tuple[bytes, ...]) -> AuthResult:
+        verdict = verify(chain, tlsa, names, dt.datetime.now(dt.UTC))
+        return AuthResult(verdict.authenticated, verdict.reason)
+
+    return authenticate
+
+
+def spki_sha256(der: bytes) -> str:
+    key = x509.load_der_x509_certificate(der).public_key()
+    spki = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("record", "delivered"),
+    [
+        (lambda c: f"3 1 1 {spki_sha256(c.der[0])}", True),  # DANE-EE on the leaf key
+        (lambda c: f"2 0 1 {hashlib.sha256(c.der[1]).hexdigest()}", True),  # DANE-TA at depth 1
+        (lambda c: f"3 1 1 {'00' * 32}", False),  # wrong digest: QUIT, nothing sent
+    ],
+    ids=["3-1-1", "2-0-1", "mismatch"],
+)
+async def test_with_tlsa_matcher(record: Callable[[ServedChain], str], delivered: bool) -> None:
+    chain = served_chain("mx.example.test")
+    auth = dane([record(chain)], ("mx.example.test",))
+    async with SMTPSink(tls=chain) as sink:
+        req = request(sink.host, sink.port)
+        result = await run_session(SessionRequest(**{**req.__dict__, "authenticate": auth}))
+    assert result.auth is not None and result.auth.accepted is delivered, result.auth
+    assert len(sink.messages) == (1 if delivered else 0)
+    assert ("MAIL" in commands(result)) is delivered
+
+
+async def test_source_address_and_8bitmime() -> None:
+    async with SMTPSink() as sink:
+        req = request(sink.host, sink.port, message=MESSAGE + "café\r\n".encode())
+        req = SessionRequest(
+            **{**req.__dict__, "source_address": "127.0.0.2", "needs_8bitmime": True}
+        )
+        result = await run_session(req)
+    assert result.failure is None, result.failure
+    assert sink.messages[0].peer[0] == "127.0.0.2"
+    assert "BODY=8BITMIME" in sink.messages[0].mail_options
+    assert "café".encode() in sink.messages[0].data
