@@ -15,6 +15,7 @@ and is an async context manager:
 - `StartTLSStripper`: a TCP man in the middle that deletes STARTTLS from EHLO
   replies and records every byte it relays (what an attacker would capture).
 - `SilentServer`: accepts and never says anything (greeting timeouts).
+- `NoESMTPServer`: refuses EHLO, accepts HELO (no ESMTP, so no STARTTLS).
 - `BrokenTLSServer`: offers STARTTLS, says 220, then answers the ClientHello
   with garbage (handshake failures).
 - `served_chain()`: a minimal local test PKI (root -> intermediate -> leaf).
@@ -43,6 +44,7 @@ from cryptography.x509.oid import NameOID
 
 __all__ = [
     "BrokenTLSServer",
+    "NoESMTPServer",
     "ReceivedMessage",
     "SMTPSink",
     "ServedChain",
@@ -409,6 +411,29 @@ class BrokenTLSServer(_LoopbackServer):
                 return
             else:
                 writer.write(b"502 5.5.2 no\r\n")
+            await writer.drain()
+
+
+class NoESMTPServer(_LoopbackServer):
+    """An old-style server: EHLO is refused (502), HELO works; records what it received."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        super().__init__(host)
+        self.received = bytearray()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 old.example.test SMTP\r\n")
+        while line := await reader.readline():
+            self.received += line
+            command = line.strip().upper()
+            if command.startswith(b"HELO"):
+                writer.write(b"250 old.example.test\r\n")
+            elif command == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                await writer.drain()
+                return
+            else:
+                writer.write(b"502 5.5.1 not implemented\r\n")
             await writer.drain()
 
 

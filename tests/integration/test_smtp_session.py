@@ -21,6 +21,7 @@ from relay.smtp_evidence import Authenticate, AuthResult, FailureKind, Stage, St
 from relay.smtp_session import SessionRequest, SessionResult, run_session
 from tests.smtp_sinks import (
     BrokenTLSServer,
+    NoESMTPServer,
     ServedChain,
     SilentServer,
     SMTPSink,
@@ -341,3 +342,13 @@ async def test_source_address_and_8bitmime() -> None:
     assert sink.messages[0].peer[0] == "127.0.0.2"
     assert "BODY=8BITMIME" in sink.messages[0].mail_options
     assert "café".encode() in sink.messages[0].data
+
+
+async def test_helo_fallback_means_no_starttls() -> None:
+    async with NoESMTPServer() as server:
+        result = await run_session(request(server.host, server.port))
+    assert commands(result)[:4] == ["connect", "(connect)", "EHLO", "HELO"]
+    assert not result.esmtp
+    assert result.failure is not None
+    assert result.failure.kind is FailureKind.STARTTLS_NOT_OFFERED
+    assert b"MAIL" not in bytes(server.received)
