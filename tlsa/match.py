@@ -319,7 +319,7 @@ class _Chain:
     certs: list[_Cert]
     now: dt.datetime
     steps: int = 0
-    _signed: dict[tuple[int, int], bool] = field(default_factory=dict)
+    _signed: dict[tuple[bytes, bytes], bool] = field(default_factory=dict)
 
     @property
     def leaf(self) -> _Cert:
@@ -339,7 +339,7 @@ class _Chain:
         """Name chaining and signature (RFC 5280 §6.1.3 (a)(1), (a)(4)), memoised."""
         if subject.issuer != issuer.subject:
             return False
-        memo_key = (id(subject), id(issuer))
+        memo_key = (subject.der, issuer.der)
         if memo_key not in self._signed:
             self._signed[memo_key] = _signature_verifies(subject.cert, issuer.key)
         return self._signed[memo_key]
@@ -351,7 +351,7 @@ class _Chain:
         return _signature_verifies(subject.cert, anchor.key)
 
     def paths_to(self, anchor: _Anchor) -> Iterator[list[_Cert]]:
-        """Candidate paths leaf → … → (just below) anchor, shortest first along each branch.
+        """Candidate paths leaf → … → (just below) the anchor, found depth-first.
 
         Depth-first over the presented certificates linked by issuer name and
         signature.  A certificate appears at most once per path, paths are at
@@ -412,7 +412,8 @@ def _hidden_by_agility(records: Sequence[TLSARecord]) -> dict[int, str]:
     for record in records:
         if record.usable_for_smtp() and record.mtype in DIGEST_STRENGTH:
             group = (record.usage, record.selector)
-            if DIGEST_STRENGTH[record.mtype] > DIGEST_STRENGTH.get(strongest.get(group, -1), 0):
+            current = strongest.get(group)
+            if current is None or DIGEST_STRENGTH[record.mtype] > DIGEST_STRENGTH[current]:
                 strongest[group] = record.mtype
     hidden = {}
     for index, record in enumerate(records):
@@ -437,6 +438,8 @@ def _normalise_reference(name: str) -> str | None:
     """Reference identifier in lower-case A-label form without a trailing dot, or None."""
     name = name.strip().removesuffix(".")
     if not name.isascii():
+        # RFC 7672 §3.2.3 compares A-labels.  DNS hands us A-labels already; for a
+        # U-label the stdlib codec (IDNA 2003, RFC 3490) is the best pure fallback.
         try:
             name = name.encode("idna").decode("ascii")
         except UnicodeError:
