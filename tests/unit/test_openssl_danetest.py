@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import vectors_dir
+from tests.conftest import SHARED_VECTORS, vectors_dir
 from tlsa.match import Verdict, verify
 from tlsa.records import TLSARecord
 
@@ -102,8 +102,6 @@ def load(name: str) -> list[Case]:
 
 
 def _folder() -> Path | None:
-    from tests.conftest import SHARED_VECTORS
-
     folder = SHARED_VECTORS / "openssl-danetest"
     return folder if folder.is_dir() else None
 
