@@ -10,7 +10,6 @@ to TCP, the malformed TLSA record, the probe, and `dane-relay dns`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from tests.world import EXPECTATIONS, Expectation, Status, World, resolve
 from tlsa.answers import Answer, AnswerKind, Security
 from tlsa.lookups import Lookups
 from tlsa.records import TLSARecord
-from tlsa.replies import Record
+from tlsa.replies import Record, Reply
 from tlsa.resolver import ValidatingStubResolver
 
 pytestmark = pytest.mark.integration
@@ -123,11 +122,11 @@ async def test_cname_into_a_bogus_zone_fails(dns_world: World) -> None:
 
 def count_tcp(resolver: ValidatingStubResolver) -> list[tuple[str, int]]:
     calls: list[tuple[str, int]] = []
-    original: Callable[..., object] = resolver._tcp
+    original = resolver._tcp
 
-    async def spy(server: tuple[str, int], wire: bytes) -> object:
+    async def spy(server: tuple[str, int], wire: bytes) -> Reply:
         calls.append(server)
-        return await original(server, wire)  # type: ignore[misc]
+        return await original(server, wire)
 
     resolver._tcp = spy  # type: ignore[method-assign]
     return calls

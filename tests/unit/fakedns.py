@@ -57,7 +57,8 @@ def rrsets(*lines: str) -> list[dns.rrset.RRset]:
         rrset = dns.rrset.from_text(owner, int(ttl), "IN", rdtype, rdata)
         key = (owner.lower(), rdtype.upper())
         if key in merged:
-            merged[key].union_update(rrset)
+            for rdata in rrset:
+                merged[key].add(rdata, int(ttl))
         else:
             merged[key] = rrset
     return list(merged.values())
@@ -94,7 +95,9 @@ def reply(
         for item in items:
             section.extend(rrsets(item) if isinstance(item, str) else [item])
     if ede is not None:
-        response.use_edns(0, 0, 1232, options=[dns.edns.EDEOption(ede[0], ede[1])])
+        response.use_edns(
+            0, 0, 1232, options=[dns.edns.EDEOption(dns.edns.EDECode(ede[0]), ede[1])]
+        )
     return response
 
 
