@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import dns.rcode
@@ -26,6 +27,7 @@ from tests.world import (
     start_world,
 )
 from tests.world import tools as world_tools
+from tests.world import zones as world_zones
 from tests.world.servers import live_members
 
 pytestmark = pytest.mark.integration
@@ -64,6 +66,14 @@ def test_checking_disabled_shows_bogus_data(dns_world: World, expect: Expectatio
     """CD=1 makes the validating resolver hand out the bogus data, without AD."""
     reply = resolve(dns_world.resolver, expect.qname, expect.rdtype, cd=True)
     assert reply.rcode_text == expect.rcode and not reply.ad, str(reply)
+
+
+def test_documented_table_matches_the_expectations() -> None:
+    """Every expectation is a row of the table in tests/world/zones.py, and vice versa."""
+    doc = world_zones.__doc__ or ""
+    rows = set(re.findall(r"^(\S+)\s+([A-Z]+)\s+(SECURE|INSECURE|SERVFAIL)\s", doc, re.M))
+    expected = {(e.qname, e.rdtype, e.status.value.upper()) for e in EXPECTATIONS}
+    assert rows == expected
 
 
 def test_large_rrset_truncates_over_udp_and_validates_over_tcp(dns_world: World) -> None:

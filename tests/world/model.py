@@ -93,7 +93,7 @@ class Forge:
 
     ``replace=True`` swaps the RRset's records for ``rdata`` and keeps the old RRSIGs (which no
     longer match); ``replace=False`` adds ``rdata`` to the RRset (or creates an RRset that has
-    no RRSIG at all).
+    no RRSIG at all). ``rdata`` is in presentation format; names in it must be absolute.
     """
 
     owner: str

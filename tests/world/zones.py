@@ -1,102 +1,108 @@
 """The default world: a private signed root, the TLD ``test.`` and one zone per DNSSEC variant.
 
-Every name below is served by the world's NSD and resolved through its Unbound. "Validating"
-is what the validating Unbound answers: SECURE = AD set, INSECURE = AD clear, SERVFAIL =
-bogus. The non-validating Unbound answers every one of them without AD, with the data (or
-the rcode) in the "Data" column. :data:`EXPECTATIONS` holds the same table as data, and
-``tests/integration/test_world.py`` checks all of it.
+Every name below is served by the world's NSD and resolved through its Unbound.
+:data:`EXPECTATIONS` holds the second table as data (plus expected records), and
+``tests/integration/test_world.py`` checks all of it against both resolvers.
 
 Mail-domain zones follow one pattern (:func:`mail_records`): ``<zone> MX 10 mx.<zone>``,
 ``mx.<zone> A 127.0.0.N`` and ``AAAA ::1``, ``_25._tcp.mx.<zone> TLSA 3 1 1 <placeholder>``
 (the digest is a hash of a fixed string, no certificate matches it; later issues add zones
 whose TLSA records match certificates made at test time). Addresses are loopback only.
 
-Zones (parent → child delegation in brackets):
+=====================  ====================================================================
+Zone                   Signing [delegation from the parent]
+=====================  ====================================================================
+.                      ECDSA P-256, NSEC; the trust anchor is the DS of its key
+test.                  ECDSA, NSEC [secure]
+ecdsa.test.            ECDSA, NSEC [secure]; also CNAMEs, big RRsets, a malformed TLSA
+rsa.test.              RSASHA256 (2048 bits), NSEC [secure]
+ed25519.test.          ED25519, NSEC [secure]
+nsec3.test.            ECDSA, NSEC3 (no salt, 0 extra iterations) [secure]
+optout.test.           ECDSA, NSEC3 with opt-out [secure]
+signed.optout.test.    ECDSA, NSEC [secure; the delegation is in the NSEC3 chain]
+unsigned.optout.test.  unsigned [no DS; the delegation is in an opt-out span]
+insecure.test.         ECDSA, NSEC [no DS]: signed, but insecure (an island)
+unsigned.test.         unsigned [no DS]
+bogus-ds.test.         ECDSA, NSEC [DS of a decoy key the zone does not publish]
+expired.test.          ECDSA, NSEC, the whole zone signed for a window in the past [secure]
+broken.test.           ECDSA, NSEC [secure]; single RRsets broken after signing
+poisoned.test.         ECDSA, NSEC [secure]; records forged after signing
+=====================  ====================================================================
 
-========================  ==========================================================
-Zone                      Signing / delegation
-========================  ==========================================================
-``.``                     ECDSA P-256, NSEC; the trust anchor is its DS
-``test.``                 ECDSA, NSEC [secure]
-``ecdsa.test.``           ECDSA, NSEC [secure]; also CNAMEs, big RRsets, bad TLSA
-``rsa.test.``             RSASHA256 (2048 bits), NSEC [secure]
-``ed25519.test.``         ED25519, NSEC [secure]
-``nsec3.test.``           ECDSA, NSEC3 (no salt, 0 iterations) [secure]
-``optout.test.``          ECDSA, NSEC3 opt-out [secure]
-``signed.optout.test.``   ECDSA, NSEC [secure, in the NSEC3 chain]
-``unsigned.optout.test.`` unsigned [no DS, not in the NSEC3 chain: opt-out span]
-``insecure.test.``        ECDSA, NSEC, but [no DS]: an island, insecure
-``unsigned.test.``        unsigned [no DS]
-``bogus-ds.test.``        ECDSA, NSEC [DS of a key the zone does not publish]
-``expired.test.``         ECDSA, NSEC, whole zone signed for a window in the past
-``broken.test.``          ECDSA, NSEC [secure]; single RRsets broken after signing
-``poisoned.test.``        ECDSA, NSEC [secure]; records forged after signing
-========================  ==========================================================
+Host addresses (A; every mx-style host also has AAAA ::1): mx.ecdsa.test .10,
+mx-badtlsa.ecdsa.test .11, mx-bigtlsa.ecdsa.test .12, mx.rsa.test .13, mx.ed25519.test .14,
+mx.nsec3.test .15, mx.optout.test .16, mx.signed.optout.test .17,
+mx.unsigned.optout.test .18, mx.insecure.test .19, mx.unsigned.test .20,
+mx.bogus-ds.test .21, mx.expired.test .22, good.broken.test .23 (the MX of broken.test),
+corrupt .24, nosig .25, stale .26, mx-tlsa-bogus .27 (all .broken.test),
+mx.poisoned.test .28 (served forged as .66), all in 127.0.0.0/8.
 
-Names and what they demonstrate:
+Names and what they demonstrate. "Result" is the validating Unbound's answer: SECURE = AD
+set, INSECURE = AD clear, SERVFAIL = bogus. The non-validating Unbound never sets AD and
+returns the data (forged data included), or NXDOMAIN where the note says so.
 
-=====================================  =====  ==========  ===============================
-Query name                             Type   Validating  Demonstrates / data
-=====================================  =====  ==========  ===============================
-``.``                                  SOA    SECURE      trust anchor works
-``ecdsa.test.``                        MX     SECURE      ECDSA chain root → test → ecdsa
-``mx.ecdsa.test.``                     A      SECURE      127.0.0.10
-``mx.ecdsa.test.``                     AAAA   SECURE      ::1
-``_25._tcp.mx.ecdsa.test.``            TLSA   SECURE      one 3 1 1 record
-``mx.ecdsa.test.``                     TXT    SECURE      NODATA, NSEC proof
-``nx.ecdsa.test.``                     A      SECURE      NXDOMAIN, NSEC proof
-``ecdsa.test.``                        DS     SECURE      DS served from the parent side
-``mx-cname.ecdsa.test.``               A      SECURE      CNAME → mx.rsa.test., both signed
-``mx-chain.ecdsa.test.``               A      SECURE      CNAME → mx-chain.nsec3.test.
-                                                          → mx.rsa.test. (two secure hops)
-``mx-cname-insecure.ecdsa.test.``      A      INSECURE    CNAME → mx.unsigned.test.
-                                                          (secure link, insecure target)
-``mx-cname-bogus.ecdsa.test.``         A      SERVFAIL    CNAME → mx.bogus-ds.test.
-``big.ecdsa.test.``                    TXT    SECURE      40 TXT, ~3 kB: UDP/1232 sets TC,
-                                                          TCP needed
-``_25._tcp.mx-bigtlsa.ecdsa.test.``    TLSA   SECURE      40 TLSA 3 1 1: TC over UDP/1232
-``_25._tcp.mx-badtlsa.ecdsa.test.``    TLSA   SECURE      good 3 1 1 + a 3 1 1 with a
-                                                          31-byte digest (malformed; dnspython
-                                                          ≥ 2.9.1 cannot parse the reply)
-``mx-badtlsa.ecdsa.test.``             A      SECURE      127.0.0.11
-``mx-bigtlsa.ecdsa.test.``             A      SECURE      127.0.0.12
-``rsa.test.`` / ``mx.rsa.test.``       MX/A   SECURE      RSASHA256; 127.0.0.13
-``ed25519.test.``/``mx.ed25519.test.`` MX/A   SECURE      ED25519; 127.0.0.14
-``nsec3.test.`` / ``mx.nsec3.test.``   MX/A   SECURE      127.0.0.15
-``nx.nsec3.test.``                     A      SECURE      NXDOMAIN, NSEC3 proof
-``mx.nsec3.test.``                     TXT    SECURE      NODATA, NSEC3 proof
-``optout.test.`` / ``mx.optout.test.`` MX/A   SECURE      127.0.0.16
-``nx.optout.test.``                    A      INSECURE    NXDOMAIN; opt-out can't prove it
-``signed.optout.test.``                MX     SECURE      secure child of an opt-out zone
-``mx.signed.optout.test.``             A      SECURE      127.0.0.17
-``unsigned.optout.test.``              MX     INSECURE    unsigned child in opt-out span
-``mx.unsigned.optout.test.``           A      INSECURE    127.0.0.18
-``unsigned.optout.test.``              DS     INSECURE    NODATA proved only by opt-out
-``insecure.test.``                     MX     INSECURE    signed zone without DS
-``mx.insecure.test.``                  A      INSECURE    127.0.0.19
-``insecure.test.``                     DS     SECURE      NODATA: absence of DS is proved
-``unsigned.test.``                     MX     INSECURE    unsigned zone without DS
-``mx.unsigned.test.``                  A      INSECURE    127.0.0.20
-``_25._tcp.mx.unsigned.test.``         TLSA   INSECURE    TLSA in an insecure zone
-``nx.unsigned.test.``                  A      INSECURE    NXDOMAIN, insecure
-``bogus-ds.test.``                     MX     SERVFAIL    DS matches no DNSKEY
-``mx.bogus-ds.test.``                  A      SERVFAIL    127.0.0.21
-``bogus-ds.test.``                     DS     SECURE      the DS itself is validly signed
-``expired.test.``                      MX     SERVFAIL    all signatures expired
-``mx.expired.test.``                   A      SERVFAIL    127.0.0.22
-``broken.test.``                       MX     SECURE      10 good.broken.test.
-``good.broken.test.``                  A      SECURE      127.0.0.23 (control)
-``corrupt.broken.test.``               A      SERVFAIL    127.0.0.24, RRSIG corrupted
-``nosig.broken.test.``                 A      SERVFAIL    127.0.0.25, RRSIG stripped
-``stale.broken.test.``                 A      SERVFAIL    127.0.0.26, RRSIG expired
-``mx-tlsa-bogus.broken.test.``         A      SECURE      127.0.0.27
-``_25._tcp.mx-tlsa-bogus.broken.test.`` TLSA  SERVFAIL    RRSIG corrupted: bogus TLSA only
-``poisoned.test.``                     MX     SERVFAIL    forged: 10 mx.unsigned.test.
-``mx.poisoned.test.``                  A      SERVFAIL    forged: 127.0.0.66 (signed .28)
-``mx.poisoned.test.``                  AAAA   SECURE      ::1, untouched (control)
-``_25._tcp.mx.poisoned.test.``         TLSA   SERVFAIL    a forged record added to the set
-``extra.poisoned.test.``               A      SERVFAIL    forged name, no RRSIG at all
-=====================================  =====  ==========  ===============================
+===================================  ====  ========  ==============================================
+Query name                           Type  Result    Demonstrates
+===================================  ====  ========  ==============================================
+.                                    SOA   SECURE    trust anchor (DS of the root key) works
+test.                                SOA   SECURE    secure delegation root → test.
+ecdsa.test.                          MX    SECURE    ECDSA chain root → test. → ecdsa.test.
+mx.ecdsa.test.                       A     SECURE    address of a secure MX host
+mx.ecdsa.test.                       AAAA  SECURE    IPv6 address of a secure MX host
+_25._tcp.mx.ecdsa.test.              TLSA  SECURE    one placeholder 3 1 1 record
+mx.ecdsa.test.                       TXT   SECURE    NODATA, NSEC proof
+nx.ecdsa.test.                       A     SECURE    NXDOMAIN, NSEC proof
+ecdsa.test.                          DS    SECURE    DS comes from the parent side, signed by test.
+mx-cname.ecdsa.test.                 A     SECURE    CNAME → mx.rsa.test., both links signed
+mx-chain.ecdsa.test.                 A     SECURE    CNAME → mx-chain.nsec3.test. → mx.rsa.test.
+mx-cname-insecure.ecdsa.test.        A     INSECURE  secure CNAME → mx.unsigned.test. (insecure)
+mx-cname-bogus.ecdsa.test.           A     SERVFAIL  secure CNAME → mx.bogus-ds.test. (bogus)
+big.ecdsa.test.                      TXT   SECURE    40 TXT (~3 kB): TC over UDP/1232, needs TCP
+_25._tcp.mx-bigtlsa.ecdsa.test.      TLSA  SECURE    40 TLSA 3 1 1: TC over UDP/1232
+_25._tcp.mx-badtlsa.ecdsa.test.      TLSA  SECURE    good 3 1 1 + 3 1 1 with a 31-byte digest
+mx-badtlsa.ecdsa.test.               A     SECURE    host of the malformed TLSA RRset
+mx-bigtlsa.ecdsa.test.               A     SECURE    host of the large TLSA RRset
+rsa.test.                            MX    SECURE    RSASHA256 zone
+mx.rsa.test.                         A     SECURE    RSASHA256 zone
+ed25519.test.                        MX    SECURE    ED25519 zone
+mx.ed25519.test.                     A     SECURE    ED25519 zone
+nsec3.test.                          MX    SECURE    NSEC3 zone
+mx.nsec3.test.                       A     SECURE    NSEC3 zone
+nx.nsec3.test.                       A     SECURE    NXDOMAIN, NSEC3 proof
+mx.nsec3.test.                       TXT   SECURE    NODATA, NSEC3 proof
+optout.test.                         MX    SECURE    NSEC3 opt-out zone, signed data
+mx.optout.test.                      A     SECURE    NSEC3 opt-out zone, signed data
+nx.optout.test.                      A     INSECURE  NXDOMAIN in an opt-out span: not provable
+signed.optout.test.                  MX    SECURE    secure child of an opt-out zone
+mx.signed.optout.test.               A     SECURE    secure child of an opt-out zone
+unsigned.optout.test.                MX    INSECURE  unsigned child inside an opt-out span
+mx.unsigned.optout.test.             A     INSECURE  unsigned child inside an opt-out span
+unsigned.optout.test.                DS    INSECURE  NODATA proved only by opt-out
+insecure.test.                       MX    INSECURE  signed zone without DS (island)
+mx.insecure.test.                    A     INSECURE  signed zone without DS (island)
+insecure.test.                       DS    SECURE    NODATA: the absence of the DS is proved
+unsigned.test.                       MX    INSECURE  unsigned zone, no DS
+mx.unsigned.test.                    A     INSECURE  unsigned zone, no DS
+_25._tcp.mx.unsigned.test.           TLSA  INSECURE  TLSA in an insecure zone
+nx.unsigned.test.                    A     INSECURE  NXDOMAIN, insecure
+bogus-ds.test.                       MX    SERVFAIL  DS in the parent matches no DNSKEY
+mx.bogus-ds.test.                    A     SERVFAIL  DS in the parent matches no DNSKEY
+bogus-ds.test.                       DS    SECURE    the DS RRset itself is validly signed
+expired.test.                        MX    SERVFAIL  whole zone signed in the past (expired)
+mx.expired.test.                     A     SERVFAIL  whole zone signed in the past (expired)
+broken.test.                         MX    SECURE    MX of the zone with broken RRsets
+good.broken.test.                    A     SECURE    control: untouched RRset
+corrupt.broken.test.                 A     SERVFAIL  RRSIG corrupted (one bit flipped)
+nosig.broken.test.                   A     SERVFAIL  RRSIG stripped
+stale.broken.test.                   A     SERVFAIL  RRSIG expired (rest of the zone valid)
+mx-tlsa-bogus.broken.test.           A     SECURE    host with a good A and a bogus TLSA
+_25._tcp.mx-tlsa-bogus.broken.test.  TLSA  SERVFAIL  RRSIG corrupted: only the TLSA is bogus
+poisoned.test.                       MX    SERVFAIL  forged MX (10 mx.unsigned.test.), old RRSIG
+mx.poisoned.test.                    A     SERVFAIL  forged A 127.0.0.66 (signed was .28)
+mx.poisoned.test.                    AAAA  SECURE    control: untouched RRset
+_25._tcp.mx.poisoned.test.           TLSA  SERVFAIL  forged record added to the signed RRset
+extra.poisoned.test.                 A     SERVFAIL  forged name: no RRSIG at all
+===================================  ====  ========  ==============================================
 
 ``ns.<zone>`` names are the automatic NS targets (A 127.0.0.1; data only, not used for
 transport).
@@ -274,62 +280,186 @@ class Expectation:
 S, INS, F = Status.SECURE, Status.INSECURE, Status.SERVFAIL
 
 EXPECTATIONS: tuple[Expectation, ...] = (
-    Expectation(".", "SOA", S, note="trust anchor"),
-    Expectation("test.", "SOA", S),
-    Expectation("ecdsa.test.", "MX", S, data=("10 mx.ecdsa.test.",)),
-    Expectation("mx.ecdsa.test.", "A", S, data=("127.0.0.10",)),
-    Expectation("mx.ecdsa.test.", "AAAA", S, data=("::1",)),
-    Expectation("_25._tcp.mx.ecdsa.test.", "TLSA", S),
-    Expectation("mx.ecdsa.test.", "TXT", S, note="NODATA, NSEC"),
-    Expectation("nx.ecdsa.test.", "A", S, "NXDOMAIN", note="NSEC"),
-    Expectation("ecdsa.test.", "DS", S, note="parent side"),
-    Expectation("mx-cname.ecdsa.test.", "A", S, data=("127.0.0.13",)),
-    Expectation("mx-chain.ecdsa.test.", "A", S, data=("127.0.0.13",)),
-    Expectation("mx-cname-insecure.ecdsa.test.", "A", INS, data=("127.0.0.20",)),
-    Expectation("mx-cname-bogus.ecdsa.test.", "A", F, data=("127.0.0.21",)),
-    Expectation("big.ecdsa.test.", "TXT", S, note="needs TCP"),
-    Expectation("_25._tcp.mx-bigtlsa.ecdsa.test.", "TLSA", S, note="needs TCP"),
-    Expectation("_25._tcp.mx-badtlsa.ecdsa.test.", "TLSA", S, note="malformed digest"),
-    Expectation("mx-badtlsa.ecdsa.test.", "A", S, data=("127.0.0.11",)),
-    Expectation("mx-bigtlsa.ecdsa.test.", "A", S, data=("127.0.0.12",)),
-    Expectation("rsa.test.", "MX", S, data=("10 mx.rsa.test.",)),
-    Expectation("mx.rsa.test.", "A", S, data=("127.0.0.13",)),
-    Expectation("ed25519.test.", "MX", S, data=("10 mx.ed25519.test.",)),
-    Expectation("mx.ed25519.test.", "A", S, data=("127.0.0.14",)),
-    Expectation("nsec3.test.", "MX", S, data=("10 mx.nsec3.test.",)),
-    Expectation("mx.nsec3.test.", "A", S, data=("127.0.0.15",)),
-    Expectation("nx.nsec3.test.", "A", S, "NXDOMAIN", note="NSEC3"),
-    Expectation("mx.nsec3.test.", "TXT", S, note="NODATA, NSEC3"),
-    Expectation("optout.test.", "MX", S, data=("10 mx.optout.test.",)),
-    Expectation("mx.optout.test.", "A", S, data=("127.0.0.16",)),
-    Expectation("nx.optout.test.", "A", INS, "NXDOMAIN", note="opt-out"),
-    Expectation("signed.optout.test.", "MX", S),
-    Expectation("mx.signed.optout.test.", "A", S, data=("127.0.0.17",)),
-    Expectation("unsigned.optout.test.", "MX", INS),
-    Expectation("mx.unsigned.optout.test.", "A", INS, data=("127.0.0.18",)),
-    Expectation("unsigned.optout.test.", "DS", INS, note="NODATA via opt-out"),
-    Expectation("insecure.test.", "MX", INS),
-    Expectation("mx.insecure.test.", "A", INS, data=("127.0.0.19",)),
-    Expectation("insecure.test.", "DS", S, note="proved absent"),
-    Expectation("unsigned.test.", "MX", INS),
-    Expectation("mx.unsigned.test.", "A", INS, data=("127.0.0.20",)),
-    Expectation("_25._tcp.mx.unsigned.test.", "TLSA", INS),
-    Expectation("nx.unsigned.test.", "A", INS, "NXDOMAIN"),
-    Expectation("bogus-ds.test.", "MX", F),
-    Expectation("mx.bogus-ds.test.", "A", F, data=("127.0.0.21",)),
-    Expectation("bogus-ds.test.", "DS", S, note="the DS itself is fine"),
-    Expectation("expired.test.", "MX", F),
-    Expectation("mx.expired.test.", "A", F, data=("127.0.0.22",)),
-    Expectation("broken.test.", "MX", S, data=("10 good.broken.test.",)),
-    Expectation("good.broken.test.", "A", S, data=("127.0.0.23",)),
-    Expectation("corrupt.broken.test.", "A", F, data=("127.0.0.24",)),
-    Expectation("nosig.broken.test.", "A", F, data=("127.0.0.25",)),
-    Expectation("stale.broken.test.", "A", F, data=("127.0.0.26",)),
-    Expectation("mx-tlsa-bogus.broken.test.", "A", S, data=("127.0.0.27",)),
-    Expectation("_25._tcp.mx-tlsa-bogus.broken.test.", "TLSA", F),
-    Expectation("poisoned.test.", "MX", F, data=("10 mx.unsigned.test.",)),
-    Expectation("mx.poisoned.test.", "A", F, data=("127.0.0.66",)),
-    Expectation("mx.poisoned.test.", "AAAA", S, data=("::1",)),
-    Expectation("_25._tcp.mx.poisoned.test.", "TLSA", F),
-    Expectation("extra.poisoned.test.", "A", F, data=("127.0.0.66",)),
+    Expectation(".", "SOA", S, note="trust anchor (DS of the root key) works"),
+    Expectation("test.", "SOA", S, note="secure delegation root → test."),
+    Expectation(
+        "ecdsa.test.",
+        "MX",
+        S,
+        data=("10 mx.ecdsa.test.",),
+        note="ECDSA chain root → test. → ecdsa.test.",
+    ),
+    Expectation("mx.ecdsa.test.", "A", S, data=("127.0.0.10",), note="address of a secure MX host"),
+    Expectation(
+        "mx.ecdsa.test.", "AAAA", S, data=("::1",), note="IPv6 address of a secure MX host"
+    ),
+    Expectation("_25._tcp.mx.ecdsa.test.", "TLSA", S, note="one placeholder 3 1 1 record"),
+    Expectation("mx.ecdsa.test.", "TXT", S, note="NODATA, NSEC proof"),
+    Expectation("nx.ecdsa.test.", "A", S, "NXDOMAIN", note="NXDOMAIN, NSEC proof"),
+    Expectation("ecdsa.test.", "DS", S, note="DS comes from the parent side, signed by test."),
+    Expectation(
+        "mx-cname.ecdsa.test.",
+        "A",
+        S,
+        data=("127.0.0.13",),
+        note="CNAME → mx.rsa.test., both links signed",
+    ),
+    Expectation(
+        "mx-chain.ecdsa.test.",
+        "A",
+        S,
+        data=("127.0.0.13",),
+        note="CNAME → mx-chain.nsec3.test. → mx.rsa.test.",
+    ),
+    Expectation(
+        "mx-cname-insecure.ecdsa.test.",
+        "A",
+        INS,
+        data=("127.0.0.20",),
+        note="secure CNAME → mx.unsigned.test. (insecure)",
+    ),
+    Expectation(
+        "mx-cname-bogus.ecdsa.test.",
+        "A",
+        F,
+        data=("127.0.0.21",),
+        note="secure CNAME → mx.bogus-ds.test. (bogus)",
+    ),
+    Expectation("big.ecdsa.test.", "TXT", S, note="40 TXT (~3 kB): TC over UDP/1232, needs TCP"),
+    Expectation(
+        "_25._tcp.mx-bigtlsa.ecdsa.test.", "TLSA", S, note="40 TLSA 3 1 1: TC over UDP/1232"
+    ),
+    Expectation(
+        "_25._tcp.mx-badtlsa.ecdsa.test.",
+        "TLSA",
+        S,
+        note="good 3 1 1 + 3 1 1 with a 31-byte digest",
+    ),
+    Expectation(
+        "mx-badtlsa.ecdsa.test.",
+        "A",
+        S,
+        data=("127.0.0.11",),
+        note="host of the malformed TLSA RRset",
+    ),
+    Expectation(
+        "mx-bigtlsa.ecdsa.test.", "A", S, data=("127.0.0.12",), note="host of the large TLSA RRset"
+    ),
+    Expectation("rsa.test.", "MX", S, data=("10 mx.rsa.test.",), note="RSASHA256 zone"),
+    Expectation("mx.rsa.test.", "A", S, data=("127.0.0.13",), note="RSASHA256 zone"),
+    Expectation("ed25519.test.", "MX", S, data=("10 mx.ed25519.test.",), note="ED25519 zone"),
+    Expectation("mx.ed25519.test.", "A", S, data=("127.0.0.14",), note="ED25519 zone"),
+    Expectation("nsec3.test.", "MX", S, data=("10 mx.nsec3.test.",), note="NSEC3 zone"),
+    Expectation("mx.nsec3.test.", "A", S, data=("127.0.0.15",), note="NSEC3 zone"),
+    Expectation("nx.nsec3.test.", "A", S, "NXDOMAIN", note="NXDOMAIN, NSEC3 proof"),
+    Expectation("mx.nsec3.test.", "TXT", S, note="NODATA, NSEC3 proof"),
+    Expectation(
+        "optout.test.",
+        "MX",
+        S,
+        data=("10 mx.optout.test.",),
+        note="NSEC3 opt-out zone, signed data",
+    ),
+    Expectation(
+        "mx.optout.test.", "A", S, data=("127.0.0.16",), note="NSEC3 opt-out zone, signed data"
+    ),
+    Expectation(
+        "nx.optout.test.", "A", INS, "NXDOMAIN", note="NXDOMAIN in an opt-out span: not provable"
+    ),
+    Expectation("signed.optout.test.", "MX", S, note="secure child of an opt-out zone"),
+    Expectation(
+        "mx.signed.optout.test.",
+        "A",
+        S,
+        data=("127.0.0.17",),
+        note="secure child of an opt-out zone",
+    ),
+    Expectation("unsigned.optout.test.", "MX", INS, note="unsigned child inside an opt-out span"),
+    Expectation(
+        "mx.unsigned.optout.test.",
+        "A",
+        INS,
+        data=("127.0.0.18",),
+        note="unsigned child inside an opt-out span",
+    ),
+    Expectation("unsigned.optout.test.", "DS", INS, note="NODATA proved only by opt-out"),
+    Expectation("insecure.test.", "MX", INS, note="signed zone without DS (island)"),
+    Expectation(
+        "mx.insecure.test.", "A", INS, data=("127.0.0.19",), note="signed zone without DS (island)"
+    ),
+    Expectation("insecure.test.", "DS", S, note="NODATA: the absence of the DS is proved"),
+    Expectation("unsigned.test.", "MX", INS, note="unsigned zone, no DS"),
+    Expectation("mx.unsigned.test.", "A", INS, data=("127.0.0.20",), note="unsigned zone, no DS"),
+    Expectation("_25._tcp.mx.unsigned.test.", "TLSA", INS, note="TLSA in an insecure zone"),
+    Expectation("nx.unsigned.test.", "A", INS, "NXDOMAIN", note="NXDOMAIN, insecure"),
+    Expectation("bogus-ds.test.", "MX", F, note="DS in the parent matches no DNSKEY"),
+    Expectation(
+        "mx.bogus-ds.test.", "A", F, data=("127.0.0.21",), note="DS in the parent matches no DNSKEY"
+    ),
+    Expectation("bogus-ds.test.", "DS", S, note="the DS RRset itself is validly signed"),
+    Expectation("expired.test.", "MX", F, note="whole zone signed in the past (expired)"),
+    Expectation(
+        "mx.expired.test.",
+        "A",
+        F,
+        data=("127.0.0.22",),
+        note="whole zone signed in the past (expired)",
+    ),
+    Expectation(
+        "broken.test.",
+        "MX",
+        S,
+        data=("10 good.broken.test.",),
+        note="MX of the zone with broken RRsets",
+    ),
+    Expectation("good.broken.test.", "A", S, data=("127.0.0.23",), note="control: untouched RRset"),
+    Expectation(
+        "corrupt.broken.test.",
+        "A",
+        F,
+        data=("127.0.0.24",),
+        note="RRSIG corrupted (one bit flipped)",
+    ),
+    Expectation("nosig.broken.test.", "A", F, data=("127.0.0.25",), note="RRSIG stripped"),
+    Expectation(
+        "stale.broken.test.",
+        "A",
+        F,
+        data=("127.0.0.26",),
+        note="RRSIG expired (rest of the zone valid)",
+    ),
+    Expectation(
+        "mx-tlsa-bogus.broken.test.",
+        "A",
+        S,
+        data=("127.0.0.27",),
+        note="host with a good A and a bogus TLSA",
+    ),
+    Expectation(
+        "_25._tcp.mx-tlsa-bogus.broken.test.",
+        "TLSA",
+        F,
+        note="RRSIG corrupted: only the TLSA is bogus",
+    ),
+    Expectation(
+        "poisoned.test.",
+        "MX",
+        F,
+        data=("10 mx.unsigned.test.",),
+        note="forged MX (10 mx.unsigned.test.), old RRSIG",
+    ),
+    Expectation(
+        "mx.poisoned.test.",
+        "A",
+        F,
+        data=("127.0.0.66",),
+        note="forged A 127.0.0.66 (signed was .28)",
+    ),
+    Expectation("mx.poisoned.test.", "AAAA", S, data=("::1",), note="control: untouched RRset"),
+    Expectation(
+        "_25._tcp.mx.poisoned.test.", "TLSA", F, note="forged record added to the signed RRset"
+    ),
+    Expectation(
+        "extra.poisoned.test.", "A", F, data=("127.0.0.66",), note="forged name: no RRSIG at all"
+    ),
 )
