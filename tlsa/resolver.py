@@ -275,27 +275,34 @@ class ValidatingStubResolver:
             del self._inflight[key]
 
     async def probe(self) -> ProbeResult:
-        """Ask for a name that must be secure; say loudly when the answer is not.
+        """Ask each nameserver for a name that must be secure; say loudly when one does not.
 
-        Uncached, so that it reflects the resolver as it is now.
+        Every nameserver is probed on its own, since any of them may answer
+        later lookups.  Uncached, so that it reflects the resolvers as they are now.
         """
-        answer = await self._exchange_all(PROBE_NAME, rdtype_code(PROBE_TYPE))
-        if answer.secure:
-            return ProbeResult(True, answer)
-        servers = ", ".join(_server_text(ns) for ns in self.nameservers)
-        if answer.security.failed:
-            what = f"failed: {answer.reason}"
-        else:
-            what = (
-                f"was answered by {servers} without the AD bit, so that resolver does not "
-                "validate DNSSEC (or validation is switched off, or it has no trust anchor)"
-            )
+        code = rdtype_code(PROBE_TYPE)
+        answers = await asyncio.gather(
+            *(self._exchange_all(PROBE_NAME, code, (server,)) for server in self.nameservers)
+        )
+        problems = []
+        for server, answer in zip(self.nameservers, answers, strict=True):
+            if answer.security.failed:
+                problems.append(f"failed: {answer.reason}")
+            elif not answer.secure:
+                problems.append(
+                    f"was answered by {_server_text(server)} without the AD bit, so that "
+                    "resolver does not validate DNSSEC (or has validation switched off, or "
+                    "no trust anchor)"
+                )
+        if not problems:
+            return ProbeResult(True, answers[0])
+        answer = next(a for a in answers if not a.secure)
         warning = (
             f"DNSSEC validation may be unavailable: the probe query '{PROBE_NAME} {PROBE_TYPE}' "
-            f"{what}. dane-relay trusts the AD bit of its resolver (RFC 7672 §2.1.1), so until "
-            "this is fixed no answer is secure and no destination can be DANE-authenticated. "
-            "Run a DNSSEC-validating resolver (e.g. Unbound) on the loopback interface and "
-            "list it in [dns] nameservers."
+            f"{'; it '.join(problems)}. dane-relay trusts the AD bit of its resolver "
+            "(RFC 7672 §2.1.1), so until this is fixed answers are not secure and "
+            "destinations cannot be DANE-authenticated. Run a DNSSEC-validating resolver "
+            "(e.g. Unbound) on the loopback interface and list only it in [dns] nameservers."
         )
         return ProbeResult(False, answer, warning)
 
@@ -306,13 +313,16 @@ class ValidatingStubResolver:
         self.cache.put(answer)
         return answer
 
-    async def _exchange_all(self, qname: str, rdtype: int) -> Answer[Record]:
+    async def _exchange_all(
+        self, qname: str, rdtype: int, nameservers: Sequence[Nameserver] | None = None
+    ) -> Answer[Record]:
         """Try the nameservers in order, `attempts` rounds; the first usable reply wins."""
+        nameservers = self.nameservers if nameservers is None else nameservers
         reasons: list[str] = []
         last_failed: Reply | None = None
         given_up: set[Nameserver] = set()
         for _ in range(self.attempts):
-            for server in self.nameservers:
+            for server in nameservers:
                 if server in given_up:
                     continue
                 try:
@@ -329,7 +339,7 @@ class ValidatingStubResolver:
                 _note(reasons, failure_reason(reply, _server_text(server)))
                 last_failed = reply
                 given_up.add(server)
-            if len(given_up) == len(self.nameservers):
+            if len(given_up) == len(nameservers):
                 break
         security = Security.ERROR
         rcode = None

@@ -613,3 +613,16 @@ def test_reply_reading_and_lookups_do_no_io(module: str, forbidden: set[str]) ->
         if isinstance(node, ast.ImportFrom) and node.module
     }
     assert not imported & forbidden
+
+
+async def test_probe_checks_every_nameserver(clock: Clock) -> None:
+    with FakeDNS() as first, FakeDNS() as second:
+        first.handler = lambda q, tcp: reply(q, answer=[soa(".")], ad=True)
+        second.handler = lambda q, tcp: reply(q, answer=[soa(".")])
+        resolver = ValidatingStubResolver([first.address, second.address], timeout=0.3)
+        result = await resolver.probe()
+    assert not result.validating
+    assert result.warning is not None
+    assert f"answered by 127.0.0.1:{second.port} without the AD bit" in result.warning
+    assert f":{first.port}" not in result.warning
+    assert len(first.log) == len(second.log) == 1
