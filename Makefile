@@ -16,9 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## Run the relay on its embedded defaults.
+## Run the relay on its embedded defaults (until `serve` exists: its command-line help).
 run: $(STAMP)
-	$(BIN)/dane-relay serve
+	$(BIN)/dane-relay --help
 
 ## The whole suite: lint, type checks, unit and integration tests.
 test: $(STAMP) system-deps lint typecheck

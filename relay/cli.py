@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from relay import __version__, cli_dns, cli_tlsa
+from relay import __version__, cli_dns, cli_send, cli_tlsa, cli_user
 from relay.errors import UsageError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     cli_tlsa.register(commands)
     cli_dns.register(commands)
+    cli_send.register(commands)
+    cli_user.register(commands)
     return parser
 
 
