@@ -12,7 +12,9 @@ optionally give it a `check()` method for rules that involve several keys
 (raise `Invalid("key: message")`), and add it to `Config` as
 `name: Section = field(default_factory=Section)`.  Parsers are small
 functions from the TOML value to the field's value that raise `Invalid`
-with a message; `_read_section` does the rest.
+with a message; `_read_section` does the rest.  A section whose keys are
+data rather than names (like [policy], "domain" = "level") instead gives its
+class a `from_table(table)` classmethod that raises `Invalid("key: message")`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,14 +30,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from relay.errors import ConfigError
+from relay.policy import DEFAULT_LEVEL, PolicyLevel, level_for_domain
 from tlsa.resolver import Nameserver, ValidatingStubResolver, remote_nameserver_problem
 from tlsa.trust_anchors import TrustAnchor, TrustAnchorError, load_trust_anchors
 
 __all__ = [
     "RESOLV_CONF",
     "Config",
+    "DeliveryConfig",
     "DnsConfig",
     "Invalid",
+    "PolicyConfig",
     "make_resolver",
     "parse_nameserver",
     "parsed_by",
@@ -216,6 +222,131 @@ def system_nameservers(resolv_conf: Path = RESOLV_CONF) -> tuple[Nameserver, ...
     return tuple(found)
 
 
+# -- [delivery] and [policy] ---------------------------------------------------------------
+
+# RFC 1035 §2.3.1 / RFC 5321 §4.1.2 sub-domain: letters, digits, hyphens inside.
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def domain_name_problem(name: str) -> str | None:
+    """Why `name` is not an ASCII domain name (A-labels for IDNs), or None.
+
+    RFC 5321 §4.1.2 (sub-domain = Let-dig [Ldh-str]), §4.5.3.1.2 (255 octets),
+    RFC 1035 §2.3.4 (labels of 63 octets); RFC 5890 §2.3.2.1: internationalized
+    labels are written in their A-label (xn--) form.
+    """
+    if not name.isascii():
+        return f"{name!r} is not ASCII; write internationalized names as A-labels (xn--...)"
+    text = name.lower().removesuffix(".")
+    if not text:
+        return "the domain name is empty"
+    if len(text) > 253:
+        return f"{name!r} is longer than 253 characters"
+    for label in text.split("."):
+        if not _LABEL.match(label):
+            return f"{name!r} has an invalid label {label!r} (letters, digits and inner hyphens)"
+    return None
+
+
+def tls_level(value: Any) -> PolicyLevel:
+    if not isinstance(value, str):
+        raise Invalid(f"must be a TLS security level name, got {_show(value)}")
+    try:
+        return PolicyLevel.parse(value)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+
+
+def host_name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f"must be a host name, got {_show(value)}")
+    problem = domain_name_problem(value)
+    if problem is not None:
+        raise Invalid(f"must be a host name: {problem}")
+    return value.lower().removesuffix(".")
+
+
+def ip_address(value: Any) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f"must be an IPv4 or IPv6 address, got {_show(value)}")
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise Invalid(f"must be an IPv4 or IPv6 address, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """[delivery]: how the SMTP client connects (Postfix smtp_* parameters in brackets).
+
+    `security_level` is the TLS level for every domain without a [policy]
+    entry [smtp_tls_security_level].  `helo_name` None means the machine's
+    FQDN, read when a delivery starts [smtp_helo_name = $myhostname].
+    `smtp_port` is the port dialled on every MX host; TLSA records are looked
+    up at `_<smtp_port>._tcp` as Postfix does (RFC 7672 §2.2.1 names
+    `_25._tcp` because SMTP relay uses port 25).  `address_preference` orders
+    the IPv6 and IPv4 addresses of one host [smtp_address_preference]; "any"
+    keeps them in one randomly shuffled list.
+    """
+
+    security_level: PolicyLevel = field(default=DEFAULT_LEVEL, metadata=parsed_by(tls_level))
+    helo_name: str | None = field(default=None, metadata=parsed_by(host_name))
+    smtp_port: int = field(default=25, metadata=parsed_by(integer(1, 65535)))
+    connect_timeout: float = field(default=30.0, metadata=parsed_by(positive_number))
+    command_timeout: float = field(default=300.0, metadata=parsed_by(positive_number))
+    data_timeout: float = field(default=600.0, metadata=parsed_by(positive_number))
+    source_address: str | None = field(default=None, metadata=parsed_by(ip_address))
+    address_preference: str = field(
+        default="any", metadata=parsed_by(one_of("any", "ipv6", "ipv4"))
+    )
+
+    def effective_helo_name(self) -> str:
+        """The configured HELO name, else this machine's FQDN (read now, not at load time)."""
+        return self.helo_name or socket.getfqdn()
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """[policy]: per-destination TLS levels, `"domain" = "level"` [smtp_tls_policy_maps].
+
+    A key `example.com` is that domain only; `.example.com` is every
+    subdomain of it (relay.policy.level_for_domain).  Keys are lower-cased,
+    without a trailing dot; internationalized names must be A-labels.
+    """
+
+    levels: tuple[tuple[str, PolicyLevel], ...] = ()
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> PolicyConfig:
+        """Parse the table; Invalid names the offending key as `"key": message`."""
+        levels: dict[str, PolicyLevel] = {}
+        for key, value in table.items():
+            shown = f'"{key}"'
+            if isinstance(value, dict):
+                raise Invalid(
+                    f"{key}: must be a TLS security level name; quote domain keys, "
+                    f'e.g. "example.com" = "dane-only"'
+                )
+            domain = key.lower().removesuffix(".")
+            problem = domain_name_problem(domain.removeprefix("."))
+            if problem is not None:
+                raise Invalid(f"{shown}: not a domain or .parent-domain pattern: {problem}")
+            if domain in levels:
+                raise Invalid(f"{shown}: the domain is listed twice")
+            try:
+                levels[domain] = tls_level(value)
+            except Invalid as exc:
+                raise Invalid(f"{shown}: {exc}") from None
+        return cls(tuple(sorted(levels.items())))
+
+    def as_mapping(self) -> dict[str, PolicyLevel]:
+        return dict(self.levels)
+
+    def level_for(self, domain: str, default: PolicyLevel) -> PolicyLevel:
+        """The level for a recipient domain (relay.policy.level_for_domain)."""
+        return level_for_domain(domain, default, self.as_mapping())
+
+
 # -- the whole file ----------------------------------------------------------------------------
 
 
@@ -224,6 +355,8 @@ class Config:
     """The relay's configuration: one field per TOML section."""
 
     dns: DnsConfig = field(default_factory=DnsConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
 
     @classmethod
     def default(cls) -> Config:
@@ -277,6 +410,14 @@ def _read_section(
     """One section: unknown keys refused, each key parsed, then cross-key checks."""
     if not isinstance(table, dict):
         raise ConfigError(f"{source}: {name}: must be a table ([{name}])")
+    from_table = getattr(cls, "from_table", None)
+    if from_table is not None:
+        # A section whose keys are data (e.g. [policy] domain = level) parses itself.
+        try:
+            result: S = from_table(table)
+        except Invalid as exc:
+            raise ConfigError(f"{source}: {name}.{exc}") from None
+        return result
     keys = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key in table:
         if key not in keys:
