@@ -14,6 +14,8 @@ and is an async context manager:
   whether it came over TLS) and every SNI name the TLS layer saw.
 - `StartTLSStripper`: a TCP man in the middle that deletes STARTTLS from EHLO
   replies and records every byte it relays (what an attacker would capture).
+- `CertificateSubstitutor`: a man in the middle that answers STARTTLS itself
+  with its own certificate and relays the decrypted session to the real server.
 - `SilentServer`: accepts and never says anything (greeting timeouts).
 - `NoESMTPServer`: refuses EHLO, accepts HELO (no ESMTP, so no STARTTLS).
 - `BrokenTLSServer`: offers STARTTLS, says 220, then answers the ClientHello
@@ -44,6 +46,7 @@ from cryptography.x509.oid import NameOID
 
 __all__ = [
     "BrokenTLSServer",
+    "CertificateSubstitutor",
     "NoESMTPServer",
     "ReceivedMessage",
     "SMTPSink",
@@ -442,3 +445,140 @@ def hex_sha256(der: bytes) -> str:
     digest = hashes.Hash(hashes.SHA256())
     digest.update(der)
     return digest.finalize().hex()
+
+
+# -- a certificate-substituting man in the middle --------------------------------------------
+
+
+def _permissive_client_context() -> ssl.SSLContext:
+    """What an attacker uses towards the real server: TLS without any certificate check."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+async def _read_reply(reader: asyncio.StreamReader) -> bytes:
+    """One complete SMTP reply, multiline included (RFC 5321 §4.2.1); b"" at EOF."""
+    reply = b""
+    while line := await reader.readline():
+        reply += line
+        if not (len(line) >= 4 and line[3:4] == b"-"):
+            break
+    return reply
+
+
+class CertificateSubstitutor(_LoopbackServer):
+    """A man in the middle that answers STARTTLS itself, with its own certificate.
+
+    Commands and replies before STARTTLS are relayed to `upstream` unchanged (so
+    STARTTLS is advertised whenever the real server advertises it).  When the client
+    sends STARTTLS, the substitutor replies 220 itself and completes the handshake
+    presenting `tls` (a self-signed chain, or one from another CA with the right
+    name: anything but the real server's), then starts TLS towards the real server
+    without checking its certificate, and relays the rest of the session in both
+    directions.  So a client that does not authenticate the server still delivers,
+    through the attacker.
+
+    `from_client` keeps every byte the client sent, in clear after the handshake
+    (what the attacker read); `from_server` what the real server sent.
+    `connections` counts accepted connections, `handshakes` completed client-side
+    handshakes, `sni_seen` the names the client asked for.
+    """
+
+    def __init__(
+        self,
+        upstream_host: str,
+        upstream_port: int,
+        host: str = "127.0.0.1",
+        *,
+        tls: ServedChain | None = None,
+    ) -> None:
+        super().__init__(host)
+        self.upstream = (upstream_host, upstream_port)
+        self.tls = tls if tls is not None else served_chain("mitm.example.test")
+        self.from_client = bytearray()
+        self.from_server = bytearray()
+        self.connections = 0
+        self.handshakes = 0
+        self.sni_seen: list[str | None] = []
+        self._server_ctx = server_tls_context(self.tls, self.sni_seen.append)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        try:
+            if await self._relay_commands(reader, writer, up_reader, up_writer):
+                await asyncio.gather(
+                    self._pump(reader, up_writer, self.from_client),
+                    self._pump(up_reader, writer, self.from_server),
+                )
+        finally:
+            up_writer.close()
+
+    async def _relay_commands(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> bool:
+        """Relay command by command until STARTTLS is taken over or DATA starts.
+
+        True when the rest of the session is to be pumped as raw bytes.
+        """
+        greeting = await _read_reply(up_reader)
+        self.from_server += greeting
+        writer.write(greeting)
+        await writer.drain()
+        while line := await reader.readline():
+            self.from_client += line
+            command = line.strip().upper()
+            if command == b"STARTTLS":
+                return await self._substitute(writer, up_reader, up_writer)
+            up_writer.write(line)
+            await up_writer.drain()
+            reply = await _read_reply(up_reader)
+            self.from_server += reply
+            writer.write(reply)
+            await writer.drain()
+            if not reply or command == b"QUIT":
+                return False
+            if command == b"DATA":
+                return True  # the message content has no per-line replies
+        return False
+
+    async def _substitute(
+        self,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> bool:
+        writer.write(b"220 2.0.0 Ready to start TLS\r\n")
+        await writer.drain()
+        try:
+            await writer.start_tls(self._server_ctx)
+        except (ssl.SSLError, OSError):
+            return False  # the client gave up during the handshake
+        self.handshakes += 1
+        up_writer.write(b"STARTTLS\r\n")
+        await up_writer.drain()
+        reply = await _read_reply(up_reader)
+        self.from_server += reply
+        if reply.startswith(b"220"):
+            await up_writer.start_tls(_permissive_client_context())
+        return True
+
+    @staticmethod
+    async def _pump(
+        source: asyncio.StreamReader, sink: asyncio.StreamWriter, record: bytearray
+    ) -> None:
+        while data := await source.read(65536):
+            record += data
+            sink.write(data)
+            await sink.drain()
+        with contextlib.suppress(OSError, RuntimeError):
+            if sink.can_write_eof():
+                sink.write_eof()
+            else:  # TLS cannot half-close: end the whole connection
+                sink.close()
