@@ -8,6 +8,7 @@ import pytest
 
 from relay.config import Config, DnsConfig, make_resolver, parse_nameserver, system_nameservers
 from relay.errors import ConfigError, UsageError
+from relay.policy import PolicyLevel
 from tlsa.trust_anchors import TrustAnchorError, load_trust_anchors, parse_trust_anchors
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -218,3 +219,97 @@ def test_trust_anchor_file_may_hold_dnskeys() -> None:
 def test_bad_trust_anchor_text(text: str, words: str) -> None:
     with pytest.raises(TrustAnchorError, match=words):
         parse_trust_anchors(text, "test")
+
+
+# -- [delivery] and [policy] --------------------------------------------------------------
+
+
+def test_delivery_defaults() -> None:
+    delivery = Config.default().delivery
+    assert delivery.security_level is PolicyLevel.DANE
+    assert delivery.helo_name is None
+    assert delivery.smtp_port == 25
+    assert delivery.connect_timeout == 30.0
+    assert delivery.command_timeout == 300.0 and delivery.data_timeout == 600.0
+    assert delivery.source_address is None
+    assert delivery.address_preference == "any"
+    assert Config.default().policy.levels == ()
+
+
+def test_helo_name_defaults_to_the_fqdn_at_use_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("socket.getfqdn", lambda: "relay.example.org")
+    assert Config.default().delivery.effective_helo_name() == "relay.example.org"
+    configured = Config.from_toml('[delivery]\nhelo_name = "Out.Example.NET."\n')
+    assert configured.delivery.effective_helo_name() == "out.example.net"
+
+
+def test_a_full_delivery_and_policy_section() -> None:
+    config = Config.from_toml(
+        """
+        [delivery]
+        security_level = "dane-only"
+        helo_name = "relay.example.org"
+        smtp_port = 2525
+        connect_timeout = 5
+        command_timeout = 60
+        data_timeout = 120.5
+        source_address = "::1"
+        address_preference = "ipv4"
+
+        [policy]
+        "example.com" = "may"
+        ".Example.NET." = "encrypt"
+        "xn--bcher-kva.test" = "none"
+        """
+    )
+    delivery = config.delivery
+    assert delivery.security_level is PolicyLevel.DANE_ONLY
+    assert (delivery.smtp_port, delivery.connect_timeout, delivery.data_timeout) == (
+        2525,
+        5.0,
+        120.5,
+    )
+    assert delivery.source_address == "::1" and delivery.address_preference == "ipv4"
+    assert config.policy.as_mapping() == {
+        "example.com": PolicyLevel.MAY,
+        ".example.net": PolicyLevel.ENCRYPT,
+        "xn--bcher-kva.test": PolicyLevel.NONE,
+    }
+    assert config.policy.level_for("mx.example.net", PolicyLevel.DANE) is PolicyLevel.ENCRYPT
+    assert config.policy.level_for("example.net", PolicyLevel.DANE) is PolicyLevel.DANE
+    assert config.policy.level_for("EXAMPLE.com.", PolicyLevel.DANE) is PolicyLevel.MAY
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('[delivery]\nsecurity_level = "secure"', "delivery.security_level: unknown TLS"),
+        ("[delivery]\nsecurity_level = 3", "delivery.security_level: must be a TLS"),
+        ('[delivery]\nhelo_name = "bad name"', "delivery.helo_name: must be a host name"),
+        ("[delivery]\nsmtp_port = 0", "delivery.smtp_port: must be an integer from 1 to 65535"),
+        ("[delivery]\nconnect_timeout = -1", "delivery.connect_timeout: must be a positive"),
+        ('[delivery]\nsource_address = "localhost"', "delivery.source_address: must be an IP"),
+        ('[delivery]\naddress_preference = "v6"', "delivery.address_preference: must be"),
+        ("[delivery]\nport = 25", "delivery.port: unknown key"),
+        ('[policy]\n"example.com" = "sometimes"', 'policy."example.com": unknown TLS'),
+        ('[policy]\n"example.com" = 1', 'policy."example.com": must be a TLS'),
+        ('[policy]\n"bad domain" = "may"', 'policy."bad domain": not a domain'),
+        ('[policy]\n"bücher.test" = "may"', "A-labels"),
+        (
+            '[policy]\nexample.com = "may"',
+            "policy.example: must be a TLS security level name; quote",
+        ),
+        (
+            '[policy]\n"a.test" = "may"\n"A.test." = "none"',
+            'policy."A.test.": the domain is listed twice',
+        ),
+        ('policy = "may"', "policy: must be a table"),
+    ],
+)
+def test_bad_delivery_and_policy_values_name_the_key(text: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config.from_toml(text, source="relay.toml")
+    message = str(caught.value)
+    assert message.startswith("relay.toml: ")
+    assert words in message, message
+    assert "\n" not in message
