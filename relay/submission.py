@@ -159,8 +159,8 @@ def parse_listen_address(text: str) -> tuple[str, int]:
         raise ValueError(f"{host!r} in {text!r} is not an IP address") from None
     if match["v6"] and address.version != 6:
         raise ValueError(f"{text!r}: only IPv6 addresses go in brackets")
-    if not 0 < port < 65536:
-        raise ValueError(f"{text!r}: port {port} is not between 1 and 65535")
+    if not 0 <= port < 65536:  # 0: any free port (tests)
+        raise ValueError(f"{text!r}: port {port} is not between 0 and 65535")
     return str(address), port
 
 
