@@ -336,6 +336,7 @@ class Spool:
             raise _spool_error(f"cannot create spool folder {self.path}", error) from None
         self._db_lock = threading.RLock()
         self._put_lock_held = False
+        self._puts_in_flight = 0  # between content write and commit, in this process
         self._pending: list[_NewMessage] = []
         self._committer: asyncio.Task[None] | None = None
         self._closed = False
@@ -411,6 +412,31 @@ class Spool:
         except sqlite3.Error as error:
             raise _db_error("cannot read the queue", error) from None
 
+    def _select_entries(self, where: str, params: Sequence[Any] = ()) -> list[QueueEntry]:
+        """Messages matching `where` (with ORDER BY/LIMIT) and their recipients, from one
+        snapshot: a read transaction, so a concurrent commit cannot split an entry."""
+        try:
+            with self._db_lock:
+                self._db.execute("BEGIN")
+                try:
+                    messages = self._db.execute(f"SELECT * FROM message {where}", params).fetchall()
+                    if len(messages) <= 500:
+                        ids = [row[0] for row in messages]
+                        recipients = self._db.execute(
+                            "SELECT * FROM recipient WHERE message_id IN"
+                            f" ({','.join('?' * len(ids))}) ORDER BY message_id, position",
+                            ids,
+                        ).fetchall()
+                    else:  # one pass over the table beats a huge IN list
+                        recipients = self._db.execute(
+                            "SELECT * FROM recipient ORDER BY message_id, position"
+                        ).fetchall()
+                finally:
+                    self._db.execute("COMMIT")
+        except sqlite3.Error as error:
+            raise _db_error("cannot read the queue", error) from None
+        return _entries(messages, recipients)
+
     def _write(self, what: str, fn: Any) -> Any:
         try:
             with self._transaction() as db:
@@ -445,13 +471,29 @@ class Spool:
         for address in (sender, *unique):
             if "\r" in address or "\n" in address or "\0" in address:
                 raise ValueError(f"address contains a control character: {address!r}")
+        self._puts_in_flight += 1
+        try:
+            return await self._put(sender, unique, data, smtputf8, body_8bit, received_from, now)
+        finally:
+            self._puts_in_flight -= 1
+
+    async def _put(
+        self,
+        sender: str,
+        recipients: tuple[str, ...],
+        data: bytes,
+        smtputf8: bool,
+        body_8bit: bool,
+        received_from: str | None,
+        now: float,
+    ) -> str:
         queue_id, digest = await asyncio.to_thread(self._write_content, data, now)
         loop = asyncio.get_running_loop()
         message = _NewMessage(
             id=queue_id,
             arrival=now,
             sender=sender,
-            recipients=unique,
+            recipients=recipients,
             size=len(data),
             sha256=digest,
             smtputf8=smtputf8,
@@ -505,14 +547,14 @@ class Spool:
             batch, self._pending = self._pending, []
             try:
                 await asyncio.to_thread(self._commit_batch, batch)
-            except BaseException as error:
-                failure = error if isinstance(error, SpoolError) else SpoolError(str(error))
-                await asyncio.to_thread(self._discard_contents, [m.id for m in batch])
-                for message in batch:
-                    if not message.future.done():
-                        message.future.set_exception(failure)
-                if not isinstance(error, Exception):
-                    raise
+            except SpoolError as error:  # not committed: nothing of the batch may stay visible
+                await asyncio.to_thread(self._discard_uncommitted, [m.id for m in batch])
+                _fail(batch, error)
+            except BaseException:
+                # Cancelled (shutdown) or a bug: the commit may still happen in its thread,
+                # so the content stays; the recovery scan sorts it out at the next start.
+                _fail(batch, SpoolError("interrupted while committing"))
+                raise
             else:
                 for message in batch:
                     if not message.future.done():
@@ -561,6 +603,20 @@ class Spool:
                 len(m.recipients),
             )
 
+    def _discard_uncommitted(self, queue_ids: Sequence[str]) -> None:
+        """Delete the content files of a failed batch, except any whose row exists after all."""
+        try:
+            placeholders = ",".join("?" * len(queue_ids))
+            committed = {
+                row[0]
+                for row in self._read(
+                    f"SELECT id FROM message WHERE id IN ({placeholders})", queue_ids
+                )
+            }
+        except SpoolError:
+            return  # cannot tell: leave the files to the recovery scan's orphan sweep
+        self._discard_contents(q for q in queue_ids if q not in committed)
+
     def _discard_contents(self, queue_ids: Iterable[str]) -> None:
         for queue_id in queue_ids:
             with contextlib.suppress(OSError):
@@ -570,23 +626,19 @@ class Spool:
 
     def list_entries(self, *, limit: int | None = None) -> list[QueueEntry]:
         """Every queued message in arrival order, without reading any content."""
-        rows = self._read(
-            "SELECT * FROM message ORDER BY id" + (" LIMIT ?" if limit is not None else ""),
-            (limit,) if limit is not None else (),
-        )
-        return self._entries(rows)
+        if limit is None:
+            return self._select_entries("ORDER BY id")
+        return self._select_entries("ORDER BY id LIMIT ?", (limit,))
 
     def count(self) -> int:
         return int(self._read("SELECT count(*) FROM message")[0][0])
 
     def due(self, now: float, *, limit: int | None = None) -> list[QueueEntry]:
         """Messages not on hold with a pending recipient due at or before `now`, earliest first."""
-        rows = self._read(
-            "SELECT * FROM message WHERE held = 0 AND next_attempt <= ? ORDER BY next_attempt, id"
-            + (" LIMIT ?" if limit is not None else ""),
-            (now, limit) if limit is not None else (now,),
-        )
-        return self._entries(rows)
+        where = "WHERE held = 0 AND next_attempt <= ? ORDER BY next_attempt, id"
+        if limit is None:
+            return self._select_entries(where, (now,))
+        return self._select_entries(where + " LIMIT ?", (now, limit))
 
     def next_due_time(self) -> float | None:
         """When the earliest not-held message becomes due (None if none is pending)."""
@@ -594,7 +646,7 @@ class Spool:
         return None if row[0] is None else float(row[0])
 
     def entry(self, queue_id: str) -> QueueEntry | None:
-        entries = self._entries(self._read("SELECT * FROM message WHERE id = ?", (queue_id,)))
+        entries = self._select_entries("WHERE id = ?", (queue_id,))
         return entries[0] if entries else None
 
     def load(self, queue_id: str) -> QueuedMessage | None:
@@ -630,6 +682,22 @@ class Spool:
             return self._set_aside(queue_id, problem)
         return data
 
+    def set_aside_entries(self) -> list[SetAside]:
+        """What the recovery scan (or a damaged read) moved to `corrupt/`, oldest id first."""
+        found = []
+        for note in sorted(self.corrupt_dir.glob("*.json")):
+            try:
+                reason = str(json.loads(note.read_text())["reason"])
+            except (OSError, ValueError, KeyError, TypeError):
+                reason = "unreadable note"
+            found.append(SetAside(note.stem, reason))
+        return found
+
+    def free_bytes(self) -> int:
+        """Bytes available to us on the spool's file system (for a 452 before DATA)."""
+        stats = os.statvfs(self.path)
+        return stats.f_bavail * stats.f_frsize
+
     def read_headers(self, queue_id: str) -> bytes | None:
         """The content up to the first empty line, unchecked: for display only."""
         try:
@@ -640,41 +708,6 @@ class Spool:
         except OSError as error:
             raise _spool_error(f"{queue_id}: cannot read content", error) from None
         return _header_section(head)
-
-    def _entries(self, message_rows: list[Any]) -> list[QueueEntry]:
-        if not message_rows:
-            return []
-        by_id: dict[str, list[RecipientState]] = {row[0]: [] for row in message_rows}
-        if len(by_id) == 1:
-            recipient_rows = self._read(
-                "SELECT * FROM recipient WHERE message_id = ? ORDER BY position",
-                (message_rows[0][0],),
-            )
-        else:
-            recipient_rows = self._read(
-                "SELECT * FROM recipient ORDER BY message_id, position"
-            )  # one pass beats 100k lookups
-        for row in recipient_rows:
-            states = by_id.get(row[0])
-            if states is not None:
-                states.append(_recipient_from_row(row))
-        return [
-            QueueEntry(
-                id=row[0],
-                arrival=row[1],
-                sender=row[2],
-                size=row[3],
-                sha256=row[4],
-                smtputf8=bool(row[5]),
-                body_8bit=bool(row[6]),
-                received_from=row[7],
-                held=bool(row[8]),
-                delay_warned=bool(row[9]),
-                next_attempt=row[10],
-                recipients=tuple(by_id[row[0]]),
-            )
-            for row in message_rows
-        ]
 
     # ------------------------------------------------------------ engine
 
@@ -850,7 +883,8 @@ class Spool:
     # ------------------------------------------------------------ recovery
 
     def recover(self, *, verify_checksums: bool = True) -> Recovery:
-        """The start-up scan: set aside damaged entries, delete orphan content files.
+        """The start-up scan (run it before accepting mail): set aside damaged entries,
+        delete orphan content files.
 
         An entry whose content is missing, of the wrong size, or (with
         `verify_checksums`) of the wrong SHA-256, or whose rows are
@@ -874,11 +908,15 @@ class Spool:
             problem = self._entry_problem(entry, verify_checksums)
             if problem:
                 set_aside.append(self._set_aside(entry.id, problem))
+        skipped = Recovery(len(entries), tuple(set_aside), 0, orphan_sweep_skipped=True)
+        if self._puts_in_flight:
+            log.warning("spool %s: puts in progress, orphan sweep skipped", self.path)
+            return skipped
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             log.warning("spool %s is in use by another process: orphan sweep skipped", self.path)
-            return Recovery(len(entries), tuple(set_aside), 0, orphan_sweep_skipped=True)
+            return skipped
         try:
             known = {row[0] for row in self._read("SELECT id FROM message")}
             orphans = 0
@@ -940,6 +978,37 @@ class Spool:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _fail(batch: Sequence[_NewMessage], error: SpoolError) -> None:
+    for message in batch:
+        if not message.future.done():
+            message.future.set_exception(error)
+
+
+def _entries(message_rows: list[Any], recipient_rows: list[Any]) -> list[QueueEntry]:
+    by_id: dict[str, list[RecipientState]] = {row[0]: [] for row in message_rows}
+    for row in recipient_rows:
+        states = by_id.get(row[0])
+        if states is not None:
+            states.append(_recipient_from_row(row))
+    return [
+        QueueEntry(
+            id=row[0],
+            arrival=row[1],
+            sender=row[2],
+            size=row[3],
+            sha256=row[4],
+            smtputf8=bool(row[5]),
+            body_8bit=bool(row[6]),
+            received_from=row[7],
+            held=bool(row[8]),
+            delay_warned=bool(row[9]),
+            next_attempt=row[10],
+            recipients=tuple(by_id[row[0]]),
+        )
+        for row in message_rows
+    ]
 
 
 def _recipient_from_row(row: Sequence[Any]) -> RecipientState:
