@@ -706,12 +706,19 @@ def assert_delivered(
     return entry
 
 
-def assert_deferred(delivery: Delivery) -> dict[str, Any]:
-    """Exit 75 and the recipient deferred (RFC 7672 §2.2: never a bounce, never cleartext)."""
+def assert_deferred(delivery: Delivery, *, why: str | None = None) -> dict[str, Any]:
+    """Exit 75 and the recipient deferred (RFC 7672 §2.2: never a bounce, never cleartext).
+
+    ``why``: a phrase the reason must contain (case-insensitive).
+    """
     entry = delivery.recipient()
+    if why is not None:
+        assert why.lower() in str(entry.get("reason", "")).lower(), f"not {why!r}\n{delivery}"
     assert delivery.exit_code == DEFERRED_EXIT, f"exit {delivery.exit_code}\n{delivery}"
     assert entry.get("status") == "deferred", delivery
     assert entry.get("reason"), f"a deferral must say why\n{delivery}"
+    dsn = entry.get("dsn")
+    assert dsn is None or str(dsn).startswith("4."), f"a deferral has a 4.x.x DSN\n{delivery}"
     return entry
 
 
