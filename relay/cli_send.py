@@ -257,9 +257,12 @@ def attempt_lines(attempt: DomainAttempt) -> list[str]:
         lines += [f"{name}: warning: {problem}" for problem in host.problems]
         if host.skipped is not None:
             lines.append(f"{name}: not used: {host.skipped}")
+        shown: set[str | None] = set()
         for route in host.routes:
-            for record in route.tlsa_records if route.tlsa_status == "secure" else ():
-                lines.append(f"DNSSEC-signed TLSA record: {route.tlsa_qname}: {record}")
+            if route.tlsa_status == "secure" and route.tlsa_qname not in shown:
+                shown.add(route.tlsa_qname)  # both families usually share one RRset
+                for record in route.tlsa_records:
+                    lines.append(f"DNSSEC-signed TLSA record: {route.tlsa_qname}: {record}")
             if route.skipped is not None:
                 lines.append(f"warning: TLS policy lookup for {domain}/{name}: {route.skipped}")
             for conn in route.connections:

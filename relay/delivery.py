@@ -101,7 +101,10 @@ __all__ = [
     "DNSLookups",
     "DeliverySettings",
     "SessionRunner",
+    "authentication_reason",
     "deliver",
+    "starttls_mode",
+    "tls_summary",
 ]
 
 SessionRunner = Callable[[SessionRequest], Awaitable[SessionResult]]
