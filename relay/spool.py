@@ -4,9 +4,9 @@ One responsibility: store each accepted message (envelope, content and
 per-recipient delivery state) so that nothing acknowledged with 250 is ever
 lost, and nothing damaged is ever delivered half.  Deciding *when* to retry
 is `relay.schedule`; building bounces is `relay.dsn`; delivering is the
-engine's.  RFC 5321 §6.1: "the SMTP server MUST NOT ... lose the message"
-once it has sent 250 for the end of data; §4.5.4.1 (retry state kept per
-recipient).
+engine's.  RFC 5321 §6.1: once the server has answered 250 to the end of
+data it "MUST NOT lose the message for frivolous reasons, such as because
+the host later crashes"; §4.5.4.1: the queue keeps retry state.
 
 Layout (one folder, nothing to install)::
 
@@ -24,8 +24,8 @@ Why SQLite for state and plain files for content:
   row in one transaction instead of rewriting a queue file, `queue list` over
   100k messages is one indexed query that reads no content, and `due(now)` is
   an index range scan.  It is in the standard library (nothing to install).
-- Content is large and immutable; as a file it never bloats the WAL and is
-  streamed once.  Its size and SHA-256 live in the database row, so a
+- Content is large and immutable; as a file it never bloats the WAL and
+  costs no database work after the put.  Its size and SHA-256 live in the database row, so a
   truncated or altered file is detected before a single byte is delivered.
 
 The commit point of `put` is the database row.  The steps, and what a crash
@@ -60,10 +60,13 @@ write is a short `BEGIN IMMEDIATE` transaction and waits (busy timeout) for
 the other process instead of failing.  Content files are never modified
 after their row exists.  A CLI `delete` while the engine delivers that very
 message leaves the engine's later `record_attempt` with nothing to update
-(it returns None).  The orphan sweep of `recover()` must not delete a
-file whose row is about to be committed by another process: every `put`
-holds a shared flock(2) on `lock`, and the sweep runs only while it gets
-the exclusive lock (otherwise it is skipped and says so).
+(it returns None).  Reads that span tables run in one read transaction, so
+a listing never shows half of a concurrent change.  `serve` runs
+`recover()` at start-up, before accepting mail.  Its orphan sweep must not
+delete a file whose row is about to be committed by someone else: a Spool
+that has written holds a shared flock(2) on `lock`, and the sweep runs only
+if it gets the exclusive lock and no put of its own is in flight
+(otherwise it is skipped, and says so).
 
 Disk full: ENOSPC/EDQUOT on the content file, and SQLITE_FULL on commit,
 raise `SpoolFull` (the listener answers 452, RFC 5321 §4.5.3.1.10); the
@@ -75,7 +78,7 @@ Queue ids: 9 base32 characters of milliseconds since 1970 and 6 of randomness
 e.g. `1M8500JMYHRHR1K`: short, unique (O_EXCL and the primary key both
 check), sortable by arrival time, safe as file names.
 
-Every log line starts with the queue id, as Postfix's do.
+Every log line about a message starts with its queue id, as Postfix's do.
 """
 
 from __future__ import annotations
@@ -370,6 +373,9 @@ class Spool:
         except sqlite3.Error as error:
             os.close(self._lock_fd)
             raise _db_error(f"cannot open {self.path / 'queue.db'}", error) from None
+        except SpoolError:
+            os.close(self._lock_fd)
+            raise
 
     # ----------------------------------------------------------------- basics
 
@@ -399,11 +405,11 @@ class Spool:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")  # a failed COMMIT (SQLITE_FULL) must roll back too
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:

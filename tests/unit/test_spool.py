@@ -454,6 +454,8 @@ async def test_full_database_raises_spool_full_and_leaves_nothing(spool: Spool) 
     assert stored  # some fitted before the limit
     assert sorted(e.id for e in spool.list_entries()) == sorted(stored)
     assert sorted(p.name for p in spool.messages_dir.iterdir()) == sorted(stored)
+    spool._db.execute(f"PRAGMA max_page_count = {pages + 1000}")
+    assert await put(spool)  # room again: no transaction was left open
 
 
 # ------------------------------------------------------------------ two users at once
