@@ -102,6 +102,7 @@ __all__ = [
     "assert_untouched",
     "loopback_pool",
     "openssl_dane_verdict",
+    "shared_port",
     "start_mail_world",
 ]
 
@@ -516,6 +517,10 @@ class MailWorld:
 
     def scenario(self, name: str) -> Scenario:
         return self.scenarios[name]
+
+    def stop(self) -> None:
+        """Stop the DNS servers (the SMTP servers live only inside :meth:`serve`)."""
+        self.dns.stop()
 
     def pki(self, fqdn: str) -> HostPKI:
         return self.pkis[fqdn.lower().rstrip(".") + "."]

@@ -200,7 +200,7 @@ def mail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailWorld]:
     try:
         yield world
     finally:
-        world.dns.stop()
+        world.stop()
 
 
 def tlsa_texts(mail: MailWorld, scenario: str, host: str) -> list[str]:
