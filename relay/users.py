@@ -315,6 +315,9 @@ class UserStore:
     def _refresh(self) -> None:
         try:
             status = self.path.stat()
+        except FileNotFoundError:
+            self._fail(f"{self.path}: no such users file (create it with `dane-relay user add`)")
+            return
         except OSError as exc:
             self._fail(f"{self.path}: {_reason(exc)}")
             return
