@@ -17,7 +17,7 @@ What aiosmtpd does and what this module adds:
   messages is ever relayed (SMTP smuggling).
 - Enhanced status codes: aiosmtpd writes some replies itself without them;
   `push` adds them (`submission.with_enhanced_code`) except on the greeting
-  and the EHLO/HELO replies (RFC 2034 §3).  EHLO also gets
+  and the 250 replies to EHLO/HELO (RFC 2034 §3).  EHLO also gets
   ENHANCEDSTATUSCODES, and AUTH only where AUTH is permitted.
 - AUTH: aiosmtpd's PLAIN and LOGIN are replaced by ours, which check the
   scrypt hash in a worker thread (never on the event loop), refuse
@@ -59,6 +59,8 @@ from relay.submission import (
     AUTH_TOO_MANY_FAILURES,
     AUTH_UNAVAILABLE,
     BARE_LINE_ENDING,
+    MAIL_SYNTAX,
+    RCPT_SYNTAX,
     RECIPIENT_OK,
     SENDER_OK,
     SHUTTING_DOWN,
@@ -72,6 +74,7 @@ from relay.submission import (
     check_sender,
     has_bare_line_ending,
     parse_listen_address,
+    path_argument,
     queued,
     received_header,
     relay_permitted,
@@ -90,6 +93,7 @@ __all__ = [
 
 log = logging.getLogger("relay.listener")
 
+NULL_SENDER = "<>"  # how the null reverse-path is kept in aiosmtpd's envelope (it must be truthy)
 AUTH_FAILURE_LIMIT = 3  # failed AUTH commands per connection before 421 and close
 IDLE_TIMEOUT = 300.0  # RFC 5321 §4.5.3.2.7: the server waits 5 minutes for a command
 STOP_GRACE = 30.0  # seconds `stop` lets DATA in progress finish
@@ -128,6 +132,7 @@ class _Connection(SMTP):
         self.counted = False
         self.auth_failures = 0
         self.in_data = False
+        self.command_arg: str | None = None
         self._greeted = False
         self._in_helo = False
 
@@ -183,7 +188,10 @@ class _Connection(SMTP):
     # -- replies: RFC 2034 §3 enhanced codes on everything but greeting and EHLO/HELO --
 
     async def push(self, status: AnyStr) -> None:
-        if isinstance(status, str) and self._greeted and not self._in_helo:
+        # RFC 2034 §3 leaves out the greeting and the EHLO/HELO replies (their 250 lines
+        # carry the name and the keywords); their errors get codes like any other.
+        plain = not self._greeted or (self._in_helo and status[:3] in ("250", b"250"))
+        if isinstance(status, str) and not plain:
             status = with_enhanced_code(status)
         self._greeted = True
         await super().push(status)
@@ -203,6 +211,17 @@ class _Connection(SMTP):
             await super().smtp_HELO(hostname)
         finally:
             self._in_helo = False
+
+    # aiosmtpd parses the path leniently; keep the raw argument for submission.path_argument.
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        self.command_arg = arg
+        await super().smtp_MAIL(arg)
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        self.command_arg = arg
+        await super().smtp_RCPT(arg)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
@@ -341,7 +360,9 @@ class _Handler:
         if self.listener.stopping:
             connection.close_after_reply()
             return str(SHUTTING_DOWN)
-        sender = "" if address == "<>" else address  # aiosmtpd hands the null path over as "<>"
+        sender = path_argument(connection.command_arg, "FROM:")
+        if sender is None:
+            return str(MAIL_SYNTAX)
         problem = check_sender(sender, smtputf8=envelope.smtp_utf8)
         if problem is None:
             now = self.listener.clock()
@@ -349,7 +370,7 @@ class _Handler:
         if problem is not None:
             log.info("reject: MAIL from [%s]: %s", connection.client_ip, problem)
             return str(problem)
-        envelope.mail_from = address
+        envelope.mail_from = sender or NULL_SENDER
         envelope.mail_options.extend(mail_options)
         return str(SENDER_OK)
 
@@ -363,8 +384,11 @@ class _Handler:
     ) -> str:
         connection = _connection(server)
         client_ip = connection.client_ip or ""
+        recipient = path_argument(connection.command_arg, "TO:")
+        if not recipient:
+            return str(RCPT_SYNTAX)
         problem = check_recipient(
-            address,
+            recipient,
             smtputf8=envelope.smtp_utf8,
             relay_allowed=relay_permitted(
                 client_ip, bool(session.authenticated), self.settings.networks
@@ -373,9 +397,9 @@ class _Handler:
             max_recipients=self.settings.max_recipients,
         )
         if problem is not None:
-            log.info("reject: RCPT from [%s]: %s; to=<%s>", client_ip, problem, address)
+            log.info("reject: RCPT from [%s]: %s; to=<%s>", client_ip, problem, recipient)
             return str(problem)
-        envelope.rcpt_tos.append(address)
+        envelope.rcpt_tos.append(recipient)
         envelope.rcpt_options.extend(rcpt_options)
         return str(RECIPIENT_OK)
 
@@ -387,7 +411,7 @@ class _Handler:
             log.info("reject: DATA from [%s]: %s", client_ip, BARE_LINE_ENDING)
             return str(BARE_LINE_ENDING)
         now = self.listener.clock()
-        sender = "" if envelope.mail_from == "<>" else envelope.mail_from or ""
+        sender = "" if envelope.mail_from == NULL_SENDER else envelope.mail_from or ""
         recipients = tuple(envelope.rcpt_tos)
         header = received_header(
             helo=session.host_name,

@@ -54,8 +54,10 @@ __all__ = [
     "DEFAULT_MAX_MESSAGES_PER_MINUTE_PER_CLIENT",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_MAX_RECIPIENTS",
+    "MAIL_SYNTAX",
     "MESSAGE_RATE_EXCEEDED",
     "OK",
+    "RCPT_SYNTAX",
     "RECIPIENT_OK",
     "RELAY_DENIED",
     "SENDER_OK",
@@ -76,6 +78,7 @@ __all__ = [
     "has_bare_line_ending",
     "mailbox_problem",
     "parse_listen_address",
+    "path_argument",
     "queued",
     "received_header",
     "relay_permitted",
@@ -183,6 +186,8 @@ OK = Reply(250, "2.0.0", "Ok")
 SENDER_OK = Reply(250, "2.1.0", "Ok")
 RECIPIENT_OK = Reply(250, "2.1.5", "Ok")
 RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
+MAIL_SYNTAX = Reply(501, "5.5.4", "Syntax: MAIL FROM:<address> [parameters]")
+RCPT_SYNTAX = Reply(501, "5.5.4", "Syntax: RCPT TO:<address> [parameters]")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 BARE_LINE_ENDING = Reply(
     550, "5.6.0", "Message contains a bare CR or LF; every line must end with CRLF"
@@ -361,6 +366,27 @@ def mailbox_problem(address: str, *, smtputf8: bool) -> str | None:
     if not (dot_string.fullmatch(local) or quoted.fullmatch(local)):
         return "the local part is not a dot-string or quoted-string"
     return _domain_problem(domain, smtputf8)
+
+
+# RFC 5321 §4.1.2: Path = "<" [ A-d-l ":" ] Mailbox ">" (the source route is ignored,
+# §4.1.1.3 / Appendix C); a quoted local part may hold ">" or spaces.
+_PATH = re.compile(
+    r"""\s*<(?:@[^\s:<>]+(?:,@[^\s:<>]+)*:)?"""
+    r"""(?P<mailbox>(?:"(?:[^"\\]|\\.)*"|[^\s"<>@]+)(?:@[^\s<>]+)?|)>(?:\s+(?P<params>.*))?"""
+)
+
+
+def path_argument(arg: str | None, keyword: str) -> str | None:
+    """The mailbox of "FROM:<...>" / "TO:<...>" ("" for "<>"), or None if it is malformed.
+
+    Strict where aiosmtpd's e-mail header parser is lenient (it quietly turns
+    `<a b@x>` into `"a b"@x` and accepts a missing ">"); one space after the
+    colon is tolerated, as most servers do.
+    """
+    if arg is None or arg[: len(keyword)].upper() != keyword:
+        return None
+    match = _PATH.fullmatch(arg[len(keyword) :])
+    return None if match is None else match["mailbox"]
 
 
 def _non_ascii_without_smtputf8(address: str, smtputf8: bool) -> bool:

@@ -23,6 +23,7 @@ from relay.submission import (
     has_bare_line_ending,
     mailbox_problem,
     parse_listen_address,
+    path_argument,
     queued,
     received_header,
     relay_permitted,
@@ -129,6 +130,31 @@ def test_auth_permitted(client: str, tls: bool, permitted: bool) -> None:
 )
 def test_mailbox_problem(address: str, smtputf8: bool, problem: str | None) -> None:
     assert mailbox_problem(address, smtputf8=smtputf8) == problem
+
+
+@pytest.mark.parametrize(
+    ("arg", "keyword", "mailbox"),
+    [
+        ("FROM:<a@example.org>", "FROM:", "a@example.org"),
+        ("from:<a@example.org>", "FROM:", "a@example.org"),
+        ("FROM: <a@example.org> SIZE=5", "FROM:", "a@example.org"),  # tolerated space
+        ("FROM:<>", "FROM:", ""),
+        ("FROM:<> BODY=8BITMIME", "FROM:", ""),
+        ("TO:<@relay1,@relay2:a@example.org>", "TO:", "a@example.org"),  # source route dropped
+        ('TO:<"a b"@example.org>', "TO:", '"a b"@example.org'),
+        ('TO:<"a>b"@example.org>', "TO:", '"a>b"@example.org'),
+        ("TO:<postmaster>", "TO:", "postmaster"),  # judged later: no domain
+        ("TO:<a b@example.org>", "TO:", None),  # aiosmtpd would quote it
+        ("TO:<a@example.org", "TO:", None),
+        ("TO:a@example.org", "TO:", None),
+        ("TO:<a@example.org>junk", "TO:", None),
+        ("TO:<a@exa mple.org>", "TO:", None),
+        ("FROM:<a@example.org>", "TO:", None),
+        (None, "TO:", None),
+    ],
+)
+def test_path_argument(arg: str | None, keyword: str, mailbox: str | None) -> None:
+    assert path_argument(arg, keyword) == mailbox
 
 
 @pytest.mark.parametrize(
