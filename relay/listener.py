@@ -117,6 +117,19 @@ def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
+class _QuietLoginDataWarning(logging.Filter):
+    """aiosmtpd 1.4 warns that `Session.login_data` is deprecated on every successful AUTH,
+    because its own smtp_AUTH still sets it; nothing here uses it, so drop that line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Session.login_data is deprecated")
+
+
+_AIOSMTPD_LOG = logging.getLogger("mail.log")
+if not any(isinstance(f, _QuietLoginDataWarning) for f in _AIOSMTPD_LOG.filters):
+    _AIOSMTPD_LOG.addFilter(_QuietLoginDataWarning())
+
+
 def _client_ip(peer: Any) -> str:
     return str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
