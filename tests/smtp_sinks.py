@@ -1,8 +1,9 @@
 """Loopback SMTP peers for tests: a recording sink, a STARTTLS stripper, misbehaving servers.
 
 Reusable by any integration test that needs a real SMTP server on 127.0.0.1 or
-::1.  Everything runs on the test's own event loop (no threads), binds port 0,
-and is an async context manager:
+::1.  Everything runs on the test's own event loop (no threads), binds the
+`port` it is given (default 0: any free port; `server.port` says which after
+start-up), and is an async context manager:
 
     async with SMTPSink(tls=served_chain()) as sink:
         ... connect to sink.host, sink.port ...
@@ -139,13 +140,15 @@ def server_tls_context(chain: ServedChain, on_sni: Callable[[str | None], None])
 
 
 class _LoopbackServer:
-    """Start/stop an asyncio server on a loopback address and port 0."""
+    """Start/stop an asyncio server on a loopback address and `port` (0: any free port)."""
 
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, port: int = 0) -> None:
         if host not in ("127.0.0.1", "::1") and not host.startswith("127."):
             raise ValueError(f"test servers listen on loopback only, not {host}")
+        if not 0 <= port < 65536:
+            raise ValueError(f"bad port {port}")
         self.host = host
-        self.port = 0
+        self.port = port
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -159,9 +162,9 @@ class _LoopbackServer:
         loop = asyncio.get_running_loop()
         factory = self._protocol_factory()
         if factory is not None:
-            self._server = await loop.create_server(factory, self.host, 0)
+            self._server = await loop.create_server(factory, self.host, self.port)
         else:
-            self._server = await asyncio.start_server(self._tracked, self.host, 0)
+            self._server = await asyncio.start_server(self._tracked, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -278,8 +281,9 @@ class SMTPSink(_LoopbackServer):
         smtputf8: bool = True,
         data_size_limit: int | None = 33554432,
         hostname: str = "sink.example.test",
+        port: int = 0,
     ) -> None:
-        super().__init__(host)
+        super().__init__(host, port)
         if starttls in ("offer", "refuse") and tls is None:
             tls = served_chain()
         self.tls = tls
@@ -326,8 +330,10 @@ class StartTLSStripper(_LoopbackServer):
     attacker on the path captured of the message) and `from_server`.
     """
 
-    def __init__(self, upstream_host: str, upstream_port: int, host: str = "127.0.0.1") -> None:
-        super().__init__(host)
+    def __init__(
+        self, upstream_host: str, upstream_port: int, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        super().__init__(host, port)
         self.upstream = (upstream_host, upstream_port)
         self.from_client = bytearray()
         self.from_server = bytearray()
@@ -379,8 +385,8 @@ class StartTLSStripper(_LoopbackServer):
 class SilentServer(_LoopbackServer):
     """Accepts connections and never sends a greeting."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        super().__init__(host)
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host, port)
         self.connections = 0
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -391,8 +397,8 @@ class SilentServer(_LoopbackServer):
 class BrokenTLSServer(_LoopbackServer):
     """Greets, offers STARTTLS, says 220 to it, then answers the ClientHello with junk."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        super().__init__(host)
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host, port)
         self.received = bytearray()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -420,8 +426,8 @@ class BrokenTLSServer(_LoopbackServer):
 class NoESMTPServer(_LoopbackServer):
     """An old-style server: EHLO is refused (502), HELO works; records what it received."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        super().__init__(host)
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host, port)
         self.received = bytearray()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -493,8 +499,9 @@ class CertificateSubstitutor(_LoopbackServer):
         host: str = "127.0.0.1",
         *,
         tls: ServedChain | None = None,
+        port: int = 0,
     ) -> None:
-        super().__init__(host)
+        super().__init__(host, port)
         self.upstream = (upstream_host, upstream_port)
         self.tls = tls if tls is not None else served_chain("mitm.example.test")
         self.from_client = bytearray()

@@ -431,21 +431,6 @@ class Running:
             raise KeyError(f"{name}: not a host of {self.scenario.name} ({known})") from None
 
 
-async def _listen_at(server: Any, port: int) -> None:
-    """Start a tests.smtp_sinks server on ``port`` instead of port 0.
-
-    The sinks always bind port 0; every MX of a scenario must share one port, so this
-    repeats their start-up with a given port (their stop, ``__aexit__``, is unchanged).
-    """
-    loop = asyncio.get_running_loop()
-    factory = server._protocol_factory()
-    if factory is not None:
-        server._server = await loop.create_server(factory, server.host, port)
-    else:
-        server._server = await asyncio.start_server(server._tracked, server.host, port)
-    server.port = int(server._server.sockets[0].getsockname()[1])
-
-
 @dataclass(frozen=True)
 class Delivery:
     """What ``dane-relay send`` did: exit code, parsed JSON report, and the message marker."""
@@ -556,28 +541,32 @@ class MailWorld:
             for domain, host in scenario.hosts():
                 fqdn = domain.fqdn(host)
                 host_pki = self.pkis[fqdn]
+                # Every MX of a scenario listens on the shared port; a real sink behind a
+                # front listens on the same address at any free port.
                 sink = SMTPSink(
                     host.address,
                     tls=host_pki.served,
                     starttls=host.starttls,
                     hostname=fqdn.rstrip("."),
+                    port=self.port if host.front is None else 0,
                 )
+                await stack.enter_async_context(sink)
                 front: StartTLSStripper | CertificateSubstitutor | None = None
-                if host.front is None:
-                    await _listen_at(sink, self.port)
-                    stack.push_async_exit(sink)
-                else:
-                    await _listen_at(sink, 0)
-                    stack.push_async_exit(sink)
-                    if host.front == "stripper":
-                        front = StartTLSStripper(host.address, sink.port, host=host.address)
-                    else:
-                        mitm_pki = self.pkis[f"mitm:{fqdn}"]
-                        front = CertificateSubstitutor(
-                            host.address, sink.port, host=host.address, tls=mitm_pki.served
-                        )
-                    await _listen_at(front, self.port)
-                    stack.push_async_exit(front)
+                if host.front == "stripper":
+                    front = StartTLSStripper(
+                        host.address, sink.port, host=host.address, port=self.port
+                    )
+                elif host.front == "substitute":
+                    mitm_pki = self.pkis[f"mitm:{fqdn}"]
+                    front = CertificateSubstitutor(
+                        host.address,
+                        sink.port,
+                        host=host.address,
+                        tls=mitm_pki.served,
+                        port=self.port,
+                    )
+                if front is not None:
+                    await stack.enter_async_context(front)
                 hosts[fqdn] = HostServers(fqdn, host.address, sink, front)
             yield Running(scenario, self.port, hosts)
 

@@ -14,8 +14,7 @@ import asyncio
 import contextlib
 import io
 import json
-import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import pytest
 from relay.cli import main as relay_main
 from tests import pki
 from tests.integration.conftest import WorldFactory
+from tests.integration.mailworld import shared_port
 from tests.smtp_sinks import ServedChain, SMTPSink, hex_sha256
 from tests.world import World, Zone
 
@@ -66,26 +66,6 @@ HOSTS = {
 }
 
 
-def _bindable(address: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((address, port))
-        except OSError:
-            return False
-    return True
-
-
-def _shared_port(addresses: Sequence[str]) -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind((addresses[0], 0))
-            port = int(probe.getsockname()[1])
-        if all(_bindable(a, port) for a in addresses):
-            return port
-    raise RuntimeError("no TCP port is free on all the sink addresses")
-
-
 @dataclass(frozen=True)
 class Lab:
     world: World
@@ -95,7 +75,7 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(world_factory: WorldFactory, tmp_path_factory: pytest.TempPathFactory) -> Lab:
-    port = _shared_port([h.address for h in HOSTS.values()])
+    port = shared_port([h.address for h in HOSTS.values()])
     zones = [Zone("."), Zone("test.")]
     for host in HOSTS.values():
         zones.append(
@@ -121,15 +101,11 @@ def lab(world_factory: WorldFactory, tmp_path_factory: pytest.TempPathFactory) -
 
 @contextlib.asynccontextmanager
 async def sink_for(host: MailHost, port: int, **options: Any) -> AsyncIterator[SMTPSink]:
-    """An SMTPSink on the host's address at the shared port (the sinks bind port 0 themselves)."""
-    sink = SMTPSink(host.address, tls=host.chain, hostname=host.name, **options)
-    loop = asyncio.get_running_loop()
-    sink._server = await loop.create_server(sink._protocol_factory(), sink.host, port)
-    sink.port = port
-    try:
+    """An SMTPSink on the host's address at the shared port."""
+    async with SMTPSink(
+        host.address, tls=host.chain, hostname=host.name, port=port, **options
+    ) as sink:
         yield sink
-    finally:
-        await sink.__aexit__(None, None, None)
 
 
 def _run_cli(argv: list[str]) -> tuple[int, str, str]:
