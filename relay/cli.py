@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from relay import __version__, cli_dns, cli_send, cli_tlsa, cli_user
+from relay import __version__, cli_dns, cli_queue, cli_send, cli_tlsa, cli_user
 from relay.errors import UsageError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_dns.register(commands)
     cli_send.register(commands)
     cli_user.register(commands)
+    cli_queue.register(commands)
     return parser
 
 
