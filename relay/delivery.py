@@ -68,6 +68,7 @@ from relay.policy import (
     wants_tlsa,
 )
 from relay.smtp_evidence import (
+    Authenticate,
     AuthResult,
     SessionRequest,
     SessionResult,
@@ -102,7 +103,9 @@ __all__ = [
     "DeliverySettings",
     "SessionRunner",
     "authentication_reason",
+    "authenticator",
     "deliver",
+    "resolve_host",
     "starttls_mode",
     "tls_summary",
 ]
@@ -249,6 +252,55 @@ def authentication_reason(verdict: Verdict) -> str:
     return f"TLSA mismatch: no TLSA record matched the certificate chain ({why})"
 
 
+def authenticator(
+    plan: ConnectionPlan, now: dt.datetime, on_verdict: Callable[[Verdict], None]
+) -> Authenticate:
+    """The session's authentication callback for `plan`; DANE verdicts go to `on_verdict`."""
+
+    def authenticate(chain: tuple[bytes, ...]) -> AuthResult:
+        if not plan.dane_required:
+            return accept_any_certificate(chain)  # levels may/encrypt: no authentication
+        # RFC 7672 §3.2: DANE-EE at depth 0, DANE-TA with the reference names.
+        verdict = verify(chain, plan.records, plan.reference_names, now)
+        on_verdict(verdict)
+        return AuthResult(verdict.authenticated, authentication_reason(verdict))
+
+    return authenticate
+
+
+async def resolve_host(
+    lookups: DNSLookups,
+    destination: Destination,
+    host: MXHost,
+    *,
+    port: int,
+    search_tlsa: bool,
+) -> tuple[HostCandidate, HostLookups, list[Answer[Any]]]:
+    """Run the lookups next_host_step asks for (RFC 7672 §2.2.2-2.2.3), keeping each answer.
+
+    Returns the finished candidate, what is known about the host, and every
+    answer in the order it was obtained.
+    """
+    known = HostLookups()
+    seen: list[Answer[Any]] = []
+    while True:
+        step = next_host_step(destination, host, known, port=port, search_tlsa=search_tlsa)
+        if isinstance(step, HostCandidate):
+            return step, known, seen
+        if isinstance(step, LookupAddresses):
+            ipv4, ipv6 = await lookups.addresses(step.host)
+            known = known.with_addresses(ipv4, ipv6)
+            seen += [ipv4, ipv6]
+        elif isinstance(step, LookupCNAME):
+            cname = await lookups.cname(step.name)
+            known = known.with_cname(cname)
+            seen.append(cname)
+        else:
+            tlsa = await lookups.tlsa(step.base, step.port)
+            known = known.with_tlsa(step.base, tlsa)
+            seen.append(tlsa)
+
+
 def tls_summary(result: SessionResult, plan: ConnectionPlan) -> TLSSummary | None:
     """The TLS the session reached; None when there was no SMTP conversation at all."""
     if result.greeting is None or (
@@ -359,26 +411,11 @@ class _Attempt:
     async def _resolve(
         self, destination: Destination, host: MXHost
     ) -> tuple[HostCandidate, HostLookups, list[AnswerEvidence]]:
-        """Run the lookups next_host_step asks for (RFC 7672 §2.2.2-2.2.3), keeping each answer."""
-        known = HostLookups()
-        seen: list[AnswerEvidence] = []
         search = wants_tlsa(self.level, destination)
-        while True:
-            step = next_host_step(destination, host, known, port=self.port, search_tlsa=search)
-            if isinstance(step, HostCandidate):
-                return step, known, seen
-            if isinstance(step, LookupAddresses):
-                ipv4, ipv6 = await self.lookups.addresses(step.host)
-                known = known.with_addresses(ipv4, ipv6)
-                seen += [AnswerEvidence.of(ipv4), AnswerEvidence.of(ipv6)]
-            elif isinstance(step, LookupCNAME):
-                cname = await self.lookups.cname(step.name)
-                known = known.with_cname(cname)
-                seen.append(AnswerEvidence.of(cname))
-            else:
-                tlsa = await self.lookups.tlsa(step.base, step.port)
-                known = known.with_tlsa(step.base, tlsa)
-                seen.append(AnswerEvidence.of(tlsa))
+        candidate, known, answers = await resolve_host(
+            self.lookups, destination, host, port=self.port, search_tlsa=search
+        )
+        return candidate, known, [AnswerEvidence.of(answer) for answer in answers]
 
     async def _try_host(self, destination: Destination, host: MXHost) -> HostEvidence:
         candidate, known, seen = await self._resolve(destination, host)
@@ -462,21 +499,13 @@ class _Attempt:
     ) -> ConnectionEvidence:
         verdicts: list[Verdict] = []
 
-        def authenticate(chain: tuple[bytes, ...]) -> AuthResult:
-            if not plan.dane_required:
-                return accept_any_certificate(chain)  # levels may/encrypt: no authentication
-            # RFC 7672 §3.2: DANE-EE at depth 0, DANE-TA with the reference names.
-            verdict = verify(chain, plan.records, plan.reference_names, self.now)
-            verdicts.append(verdict)
-            return AuthResult(verdict.authenticated, authentication_reason(verdict))
-
         request = SessionRequest(
             ip=ip,
             helo_name=self.settings.helo_name,
             sender=self.sender,
             recipients=tuple(self.pending),
             message=self.message,
-            authenticate=authenticate,
+            authenticate=authenticator(plan, self.now, verdicts.append),
             port=self.port,
             starttls=starttls_mode(plan),
             sni=_display(plan.sni) if plan.sni is not None else None,  # RFC 7672 §8.1

@@ -164,6 +164,9 @@ class SessionRequest:
 
     `sni` is the TLSA base domain under DANE (RFC 7672 §8.1); None sends no SNI.
     `host` is only for evidence and log text (the MX name that led to `ip`).
+    `probe` stops the session before MAIL: greeting, EHLO, STARTTLS, authenticate,
+    EHLO again, QUIT (a readiness check; `recipients`, `sender` and `message`
+    are not sent).
     """
 
     ip: str
@@ -180,6 +183,7 @@ class SessionRequest:
     needs_smtputf8: bool = False
     needs_8bitmime: bool = False
     host: str | None = None
+    probe: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "starttls", StartTLS(self.starttls))

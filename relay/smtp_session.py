@@ -168,6 +168,9 @@ class _Session:
         await self._hello()
         if req.starttls is not StartTLS.NEVER:
             await self._starttls()
+        if req.probe:
+            await self._quit()  # a readiness probe ends before MAIL
+            return
         await self._transfer()
 
     async def _connect(self) -> socket.socket:
