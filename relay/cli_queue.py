@@ -1,0 +1,528 @@
+"""`dane-relay queue`: look at and act on the spool, also while `dane-relay serve` runs.
+
+    dane-relay queue list    [--json]              (mailq)
+    dane-relay queue show    ID [--json]           (postcat -q, with every attempt's evidence)
+    dane-relay queue flush   [ID | --domain D]     (postqueue -f / -i / -s)
+    dane-relay queue hold    ID                    (postsuper -h)
+    dane-relay queue release ID                    (postsuper -H)
+    dane-relay queue delete  ID                    (postsuper -d: no bounce, no notice)
+    dane-relay queue requeue ID                    (release, due now, backoff restarted)
+
+Every action takes `--spool DIR` (the spool folder itself) or `--config F`
+(its `[spool] path`, relative to the file's folder); with neither, the
+embedded default `spool` in the current directory.  Reading the
+configuration builds no resolver: listing a queue needs no DNS.
+
+One responsibility: the operator's view of `relay.spool` — argument
+parsing, the text and JSON renderings, and the exit status.  Every change is
+one short SQLite transaction in the spool (WAL), so it is safe beside a
+running `serve` (see the concurrency notes in relay/spool.py).  A flush
+changes due times in the spool; a running `serve` sees them when its engine
+next reads the spool, at once if the engine offers a wake-up (see
+`wake_engine`).
+
+Exit status: 0 done; 1 no such message (unknown id, or delivered or deleted
+meanwhile), or the spool could not do it (one line on stderr); 2 bad usage
+(malformed id, bad option, invalid configuration, no spool at the path).
+Queue ids are case-insensitive on the command line.
+
+Everything printed that came from a client or a server (addresses, reasons,
+headers) has its control characters escaped, so a hostile message cannot
+send escape sequences to the operator's terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from relay.config import Config, domain_name_problem
+from relay.errors import UsageError
+from relay.spool import (
+    QueuedMessage,
+    QueueEntry,
+    RecipientState,
+    SetAside,
+    Spool,
+    SpoolError,
+    is_queue_id,
+)
+
+__all__ = [
+    "DEFAULT_SPOOL",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "entry_json",
+    "format_age",
+    "list_text",
+    "printable",
+    "register",
+    "show_json",
+    "show_text",
+    "spool_path",
+]
+
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1  # no such message, or the spool failed; 2 (bad usage) is relay.cli's
+DEFAULT_SPOOL = Path("spool")  # the embedded default of [spool] path
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+def register(commands: Any) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "queue",
+        help="list, show, flush, hold, release, delete or requeue queued mail",
+        description=(
+            "Look at and act on the spool, also while `dane-relay serve` runs. Each action "
+            "takes --spool DIR (the spool folder) or --config FILE (its [spool] path); with "
+            "neither, ./spool. Exit 0 done, 1 no such message (or the spool failed), "
+            "2 bad usage."
+        ),
+    )
+    actions = parser.add_subparsers(dest="queue_action", metavar="ACTION", required=True)
+
+    def action(name: str, help_text: str, handler: Handler, *, with_id: bool) -> Any:
+        sub = actions.add_parser(name, help=help_text, description=help_text)
+        if with_id:
+            sub.add_argument("queue_id", metavar="ID", help="queue id, as `queue list` shows it")
+        sub.set_defaults(handler=handler)
+        where = sub.add_mutually_exclusive_group()
+        where.add_argument("--spool", type=Path, metavar="DIR", help="the spool folder")
+        where.add_argument(
+            "--config", type=Path, metavar="FILE", help="take [spool] path from this file"
+        )
+        return sub
+
+    listing = action(
+        "list",
+        "every queued message: id, age, size, sender, then each recipient with its status "
+        "and last reason (like mailq)",
+        run_list,
+        with_id=False,
+    )
+    listing.add_argument(
+        "--json",
+        action="store_true",
+        help='print a JSON array of {"id", "age_s", "size", "sender", "held", '
+        '"next_attempt", "recipients": [{"address", "status", "reason", ...}], ...}',
+    )
+    show = action(
+        "show",
+        "one message: envelope, headers, per-recipient state and every attempt's evidence",
+        run_show,
+        with_id=True,
+    )
+    show.add_argument("--json", action="store_true", help="print one JSON object")
+    flush = action(
+        "flush",
+        "make pending recipients due now (all, one message, or those of one domain); "
+        "attempt counts are kept",
+        run_flush,
+        with_id=False,
+    )
+    flush.add_argument("queue_id", metavar="ID", nargs="?", help="only this message")
+    flush.add_argument("--domain", metavar="DOMAIN", help="only recipients @DOMAIN")
+    action("hold", "keep a message from delivery until `release`", run_hold, with_id=True)
+    action("release", "undo `hold`; the retry schedule is kept", run_release, with_id=True)
+    action(
+        "delete",
+        "remove a message without telling anyone (no bounce)",
+        run_delete,
+        with_id=True,
+    )
+    action(
+        "requeue",
+        "release, make due now and restart the backoff (the queue lifetime still counts "
+        "from arrival)",
+        run_requeue,
+        with_id=True,
+    )
+
+
+def spool_path(args: argparse.Namespace) -> Path:
+    """The spool folder: --spool, else [spool] path of --config, else ./spool."""
+    if args.spool is not None:
+        return Path(args.spool)
+    if args.config is None:
+        return DEFAULT_SPOOL
+    config = Config.load(args.config)  # checks the file; makes no resolver, asks no DNS
+    section = getattr(config, "spool", None)  # [spool], once relay.config has it
+    found = getattr(section, "path", None)
+    return Path(found) if found is not None else DEFAULT_SPOOL
+
+
+def open_existing(args: argparse.Namespace) -> Spool:
+    """The spool at the configured path; UsageError if there is none (never creates one)."""
+    path = spool_path(args)
+    if not (path / "queue.db").is_file():
+        raise UsageError(
+            f"queue: no spool at {path} (no queue.db; `dane-relay serve` creates it): "
+            "check --spool or [spool] path"
+        )
+    try:
+        return Spool(path)
+    except SpoolError as error:
+        raise _Failed(str(error)) from None
+
+
+def queue_id_argument(text: str) -> str:
+    """A queue id from the command line (case-insensitive); UsageError if malformed."""
+    queue_id = text.strip().upper()
+    if not is_queue_id(queue_id):
+        raise UsageError(
+            f"queue: {text!r} is not a queue id (15 characters of 0-9 and A-Z, "
+            "as `queue list` shows)"
+        )
+    return queue_id
+
+
+class _Failed(Exception):
+    """The spool could not do it, or there is no such message: one line, exit 1."""
+
+
+def _run(args: argparse.Namespace, work: Callable[[Spool], int]) -> int:
+    """Open the spool, do `work`, close; _Failed and SpoolError become one line and exit 1."""
+    try:
+        spool = open_existing(args)
+        try:
+            return work(spool)
+        finally:
+            spool.close()
+    except (_Failed, SpoolError) as error:
+        print(f"dane-relay: {printable(str(error))}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+
+
+def _no_such(spool: Spool, queue_id: str) -> _Failed:
+    return _Failed(f"queue: {queue_id}: no such message in {spool.path}")
+
+
+def run_list(args: argparse.Namespace) -> int:
+    def work(spool: Spool) -> int:
+        entries = spool.list_entries()
+        now = time.time()
+        if args.json:
+            print(json.dumps([entry_json(e, now) for e in entries], indent=1))
+        else:
+            print(list_text(entries, now, spool.set_aside_entries()))
+        return EXIT_OK
+
+    return _run(args, work)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    queue_id = queue_id_argument(args.queue_id)
+
+    def work(spool: Spool) -> int:
+        loaded = spool.load(queue_id)
+        if loaded is None:
+            raise _no_such(spool, queue_id)
+        headers = spool.read_headers(queue_id)
+        now = time.time()
+        if args.json:
+            print(json.dumps(show_json(loaded, headers, now), indent=1))
+        else:
+            print(show_text(loaded, headers, now))
+        return EXIT_OK
+
+    return _run(args, work)
+
+
+def run_flush(args: argparse.Namespace) -> int:
+    if args.queue_id is not None and args.domain is not None:
+        raise UsageError("queue flush: give an ID or --domain, not both")
+    queue_id = queue_id_argument(args.queue_id) if args.queue_id is not None else None
+    domain = args.domain
+    if domain is not None:
+        problem = domain_name_problem(domain)
+        if problem is not None:
+            raise UsageError(f"queue flush --domain: {problem}")
+
+    def work(spool: Spool) -> int:
+        now = time.time()
+        if queue_id is not None:
+            if not spool.flush(queue_id, now=now):
+                raise _no_such(spool, queue_id)
+            entry = spool.entry(queue_id)
+            note = " (but on hold: release or requeue it)" if entry and entry.held else ""
+            print(f"{queue_id}: flushed: pending recipients are due now{note}")
+        else:
+            count = spool.flush_all(now=now, domain=domain)
+            where = f" with recipients @{domain}" if domain else ""
+            print(f"flushed {_plural(count, 'message')}{where}: due now")
+        wake_engine(spool.path)
+        return EXIT_OK
+
+    return _run(args, work)
+
+
+def _single(action: Callable[[Spool, str], bool], done: str, *, wake: bool = False) -> Handler:
+    """A handler for an action on one message: `done` is printed after the id."""
+
+    def run(args: argparse.Namespace) -> int:
+        queue_id = queue_id_argument(args.queue_id)
+
+        def work(spool: Spool) -> int:
+            if not action(spool, queue_id):
+                raise _no_such(spool, queue_id)
+            print(f"{queue_id}: {done}")
+            if wake:
+                wake_engine(spool.path)
+            return EXIT_OK
+
+        return _run(args, work)
+
+    return run
+
+
+run_hold = _single(Spool.hold, "placed on hold")
+run_release = _single(Spool.release, "released from hold", wake=True)
+run_delete = _single(Spool.delete, "deleted (no notice is sent)")
+run_requeue = _single(
+    lambda spool, queue_id: spool.requeue(queue_id, now=time.time()),
+    "requeued: released, due now, backoff restarted",
+    wake=True,
+)
+
+
+def wake_engine(spool: Path) -> None:
+    """Tell a running `serve` that due times changed, if its engine offers a way.
+
+    The engine reads due times from the spool when it wakes; until it offers
+    a cheaper signal, a flush takes effect at its next wake-up.
+    """
+    del spool
+
+
+# -- rendering (pure) --------------------------------------------------------------------------
+
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_CONTROL.pop(ord("\t"))
+
+
+def printable(text: str) -> str:
+    """`text` with control characters (but tab) escaped as \\xNN: safe on a terminal."""
+    return text.translate(_CONTROL)
+
+
+def format_age(seconds: float) -> str:
+    """A duration the way an operator reads it: 42s, 4m12s, 2h05m, 3d04h."""
+    total = max(0, int(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def _when(at: float | None, now: float) -> str:
+    """`next attempt` in words: due now, in 4m12s, or none."""
+    if at is None:
+        return "none"
+    if at <= now:
+        return "due now"
+    return f"in {format_age(at - now)}"
+
+
+def _utc(at: float) -> str:
+    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _sender(entry: QueueEntry) -> str:
+    return f"<{printable(entry.sender)}>"  # <> is the null reverse-path (a DSN)
+
+
+def recipient_json(state: RecipientState) -> dict[str, Any]:
+    return {
+        "address": state.address,
+        "status": state.status.value,
+        "reason": state.reason,
+        "attempts": state.attempts,
+        "next_attempt": state.next_attempt,
+        "last_attempt": state.last_attempt,
+        "dsn_status": state.dsn_status,
+        "remote_mta": state.remote_mta,
+        "diagnostic": state.diagnostic,
+    }
+
+
+def entry_json(entry: QueueEntry, now: float) -> dict[str, Any]:
+    """One `queue list --json` element; times are seconds since 1970 (UTC)."""
+    return {
+        "id": entry.id,
+        "arrival": entry.arrival,
+        "age_s": int(entry.age(now)),
+        "size": entry.size,
+        "sender": entry.sender,
+        "held": entry.held,
+        "next_attempt": entry.next_attempt,
+        "delay_warned": entry.delay_warned,
+        "recipients": [recipient_json(r) for r in entry.recipients],
+    }
+
+
+def list_text(entries: Sequence[QueueEntry], now: float, set_aside: Sequence[SetAside]) -> str:
+    """The mailq-like listing: a message line, then one line per recipient."""
+    lines: list[str] = []
+    if entries:
+        lines.append(f"{'Queue ID':<15}  {'Age':>6}  {'Size':>9}  Sender / recipients")
+    for entry in entries:
+        state = "held" if entry.held else f"next attempt {_when(entry.next_attempt, now)}"
+        if entry.done:
+            state = "done, being removed"
+        lines.append(
+            f"{entry.id:<15}  {format_age(entry.age(now)):>6}  {entry.size:>9}  "
+            f"{_sender(entry)}  ({state})"
+        )
+        for r in entry.recipients:
+            reason = f"  {printable(r.reason)}" if r.reason else ""
+            lines.append(f"    {r.status.value:<9}  <{printable(r.address)}>{reason}")
+    total = sum(e.size for e in entries)
+    held = sum(1 for e in entries if e.held)
+    if entries:
+        summary = f"-- {_plural(len(entries), 'message')}, {total} bytes"
+        lines.append(summary + (f", {held} held" if held else ""))
+    else:
+        lines.append("The queue is empty.")
+    if set_aside:
+        lines.append(
+            f"warning: {_plural(len(set_aside), 'damaged entry')} set aside, never to be "
+            "delivered (see the corrupt/ folder of the spool):"
+        )
+        lines += [f"    {s.id}: {printable(s.reason)}" for s in set_aside]
+    return "\n".join(lines)
+
+
+def show_json(loaded: QueuedMessage, headers: bytes | None, now: float) -> dict[str, Any]:
+    """`queue show --json`: the list element, the rest of the envelope, headers, attempts."""
+    entry = loaded.entry
+    result = entry_json(entry, now)
+    result.update(
+        {
+            "received_from": entry.received_from,
+            "smtputf8": entry.smtputf8,
+            "body_8bit": entry.body_8bit,
+            "sha256": entry.sha256,
+            "headers": headers.decode("utf-8", errors="replace") if headers is not None else None,
+            "attempts": [{"at": a.at, "evidence": dict(a.evidence)} for a in loaded.attempts],
+        }
+    )
+    return result
+
+
+def show_text(loaded: QueuedMessage, headers: bytes | None, now: float) -> str:
+    """`queue show`: envelope, state, headers, then every attempt's evidence, readably."""
+    entry = loaded.entry
+    flags = [
+        name
+        for name, on in (
+            ("held", entry.held),
+            ("SMTPUTF8", entry.smtputf8),
+            ("8BITMIME", entry.body_8bit),
+            ("delay warning sent", entry.delay_warned),
+        )
+        if on
+    ]
+    lines = [
+        f"Queue ID:      {entry.id}",
+        f"Arrival:       {_utc(entry.arrival)} ({format_age(entry.age(now))} ago)",
+        f"Size:          {entry.size} bytes, SHA-256 {entry.sha256}",
+        f"Sender:        {_sender(entry)}",
+        f"Received from: {printable(entry.received_from or 'unknown')}",
+        f"Flags:         {', '.join(flags) or 'none'}",
+        f"Next attempt:  {'on hold' if entry.held else _when(entry.next_attempt, now)}",
+        "",
+        "Recipients:",
+    ]
+    for r in entry.recipients:
+        lines.append(
+            f"  <{printable(r.address)}>  {r.status.value}, {_plural(r.attempts, 'attempt')}"
+        )
+        if r.last_attempt is not None:
+            lines.append(f"      last attempt: {_utc(r.last_attempt)}")
+        if not r.status.final and r.next_attempt is not None:
+            lines.append(
+                f"      next attempt: {_utc(r.next_attempt)} ({_when(r.next_attempt, now)})"
+            )
+        if r.reason:
+            lines.append(f"      reason: {printable(r.reason)}")
+        if r.dsn_status or r.remote_mta:
+            lines.append(
+                f"      dsn: {r.dsn_status or '-'}, remote MTA: {printable(r.remote_mta or '-')}"
+            )
+        if r.diagnostic:
+            lines.append(f"      server said: {printable(r.diagnostic)}")
+    lines += ["", "Headers:"]
+    if headers is None:
+        lines.append("  (content file gone: the message was removed meanwhile)")
+    else:
+        text = headers.decode("utf-8", errors="replace")
+        lines += [f"  {printable(line)}" for line in text.splitlines() if line]
+    lines += ["", f"Attempts: {len(loaded.attempts)}"]
+    for number, attempt in enumerate(loaded.attempts, 1):
+        lines.append(f"  #{number} at {_utc(attempt.at)}")
+        lines += [f"    {line}" for line in evidence_lines(attempt.evidence)]
+    return "\n".join(lines)
+
+
+def evidence_lines(evidence: Mapping[str, Any]) -> list[str]:
+    """Evidence as an indented outline: `key: value`, lists as `- ` items, nothing left out."""
+    lines: list[str] = []
+    _outline(evidence, 0, lines)
+    return lines
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return printable(str(value))
+
+
+def _outline(value: Any, depth: int, lines: list[str]) -> None:
+    pad = "  " * depth
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if _is_scalar(item):
+                lines.append(f"{pad}{printable(str(key))}: {_scalar(item)}")
+            elif not item:
+                lines.append(f"{pad}{printable(str(key))}: none")
+            else:
+                lines.append(f"{pad}{printable(str(key))}:")
+                _outline(item, depth + 1, lines)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            if _is_scalar(item):
+                lines.append(f"{pad}- {_scalar(item)}")
+                continue
+            nested: list[str] = []
+            _outline(item, depth + 1, nested)
+            if nested:  # "- " takes the place of the first nested line's indent
+                nested[0] = f"{pad}- {nested[0][len(pad) + 2 :]}"
+            lines += nested or [f"{pad}- none"]
+    else:
+        lines.append(f"{pad}{_scalar(value)}")
+
+
+def _is_scalar(value: Any) -> bool:
+    return not isinstance(value, Mapping | list | tuple)
