@@ -31,6 +31,16 @@ from typing import Any, TypeVar
 
 from relay.errors import ConfigError
 from relay.policy import DEFAULT_LEVEL, PolicyLevel, level_for_domain
+from relay.schedule import DAY, RetryPolicy
+from relay.submission import (
+    DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_MESSAGES_PER_MINUTE_PER_CLIENT,
+    DEFAULT_MAX_RECIPIENTS,
+    ListenSettings,
+    Network,
+    parse_listen_address,
+)
 from tlsa.resolver import Nameserver, ValidatingStubResolver, remote_nameserver_problem
 from tlsa.trust_anchors import TrustAnchor, TrustAnchorError, load_trust_anchors
 
@@ -40,7 +50,11 @@ __all__ = [
     "DeliveryConfig",
     "DnsConfig",
     "Invalid",
+    "ListenConfig",
+    "LogConfig",
+    "MetricsConfig",
     "PolicyConfig",
+    "SpoolConfig",
     "make_resolver",
     "parse_nameserver",
     "parsed_by",
@@ -86,6 +100,30 @@ def positive_number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise Invalid(f"must be a positive number of seconds, got {_show(value)}")
     return float(value)
+
+
+_DURATION = re.compile(r"^(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>[smhdw]?)$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def duration(*, allow_zero: bool) -> Parser:
+    """Seconds as a number, or a string with a Postfix time unit: "300s", "5m", "4h", "5d", "1w"."""
+
+    def parse(value: Any) -> float:
+        seconds: float | None = None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = float(value)
+        elif isinstance(value, str) and (match := _DURATION.match(value.strip())):
+            seconds = float(match["amount"]) * _UNIT_SECONDS[match["unit"]]
+        if seconds is None or seconds < 0 or (seconds == 0 and not allow_zero):
+            least = "zero or more" if allow_zero else "a positive number of"
+            raise Invalid(
+                f'must be {least} seconds, or a string such as "300s", "4h" or "5d", '
+                f"got {_show(value)}"
+            )
+        return seconds
+
+    return parse
 
 
 def integer(low: int, high: int) -> Parser:
@@ -299,10 +337,47 @@ class DeliveryConfig:
     address_preference: str = field(
         default="any", metadata=parsed_by(one_of("any", "ipv6", "ipv4"))
     )
+    # The queue (relay.schedule, relay.engine); durations in seconds or "300s"/"4h"/"5d".
+    minimal_backoff_time: float = field(
+        default=300.0, metadata=parsed_by(duration(allow_zero=False))
+    )
+    maximal_backoff_time: float = field(
+        default=4000.0, metadata=parsed_by(duration(allow_zero=False))
+    )
+    maximal_queue_lifetime: float = field(
+        default=5 * DAY, metadata=parsed_by(duration(allow_zero=True))
+    )
+    bounce_queue_lifetime: float = field(
+        default=5 * DAY, metadata=parsed_by(duration(allow_zero=True))
+    )
+    delay_warning_time: float = field(default=0.0, metadata=parsed_by(duration(allow_zero=True)))
+    destination_concurrency_limit: int = field(default=20, metadata=parsed_by(integer(1, 10000)))
+    concurrency_limit: int = field(default=100, metadata=parsed_by(integer(1, 100000)))
+
+    def check(self) -> None:
+        """Rules across keys; raises Invalid naming the key as `key: message`."""
+        problem = self.retry_policy().problem()
+        if problem is not None:
+            raise Invalid(problem)
+        if self.destination_concurrency_limit > self.concurrency_limit:
+            raise Invalid(
+                "destination_concurrency_limit: must not exceed concurrency_limit "
+                f"({self.destination_concurrency_limit} > {self.concurrency_limit})"
+            )
 
     def effective_helo_name(self) -> str:
         """The configured HELO name, else this machine's FQDN (read now, not at load time)."""
         return self.helo_name or socket.getfqdn()
+
+    def retry_policy(self) -> RetryPolicy:
+        """The retry schedule these keys describe (relay.schedule)."""
+        return RetryPolicy(
+            minimal_backoff_time=self.minimal_backoff_time,
+            maximal_backoff_time=self.maximal_backoff_time,
+            maximal_queue_lifetime=self.maximal_queue_lifetime,
+            bounce_queue_lifetime=self.bounce_queue_lifetime,
+            delay_warning_time=self.delay_warning_time,
+        )
 
 
 @dataclass(frozen=True)
@@ -347,6 +422,121 @@ class PolicyConfig:
         return level_for_domain(domain, default, self.as_mapping())
 
 
+# -- [listen], [spool], [log], [metrics] -------------------------------------------------------
+
+
+def listen_address(value: Any) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f'must be "IP:port" or "[IPv6]:port", got {_show(value)}')
+    try:
+        parse_listen_address(value)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+    return value
+
+
+def network_list(value: Any) -> tuple[Network, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise Invalid(f'must be a list of networks such as ["127.0.0.0/8"], got {_show(value)}')
+    networks: list[Network] = []
+    for text in value:
+        try:
+            networks.append(ipaddress.ip_network(text, strict=True))
+        except ValueError as exc:
+            raise Invalid(f"{text!r} is not a network address/prefix: {exc}") from None
+    return tuple(networks)
+
+
+_DEFAULT_LISTEN = ListenSettings()
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    """[listen]: the submission listener (relay.listener; relay.submission.ListenSettings).
+
+    Relaying is allowed to clients in `networks` and to authenticated users
+    (RFC 5321 §3.6.1: never an open relay); AUTH without TLS only from
+    `plaintext_auth_networks` (RFC 4954 §4).  STARTTLS is offered when both
+    `tls_cert` and `tls_key` are set (RFC 3207).  Limits of 0 mean "no limit";
+    clients in `networks` are exempt from the per-client limits.
+    """
+
+    address: str = field(default=_DEFAULT_LISTEN.address, metadata=parsed_by(listen_address))
+    networks: tuple[Network, ...] = field(
+        default=_DEFAULT_LISTEN.networks, metadata=parsed_by(network_list)
+    )
+    plaintext_auth_networks: tuple[Network, ...] = field(
+        default=_DEFAULT_LISTEN.plaintext_auth_networks, metadata=parsed_by(network_list)
+    )
+    tls_cert: Path | None = field(default=None, metadata=parsed_by(path))
+    tls_key: Path | None = field(default=None, metadata=parsed_by(path))
+    users_file: Path | None = field(default=None, metadata=parsed_by(path))
+    max_message_size: int = field(
+        default=DEFAULT_MAX_MESSAGE_SIZE, metadata=parsed_by(integer(1024, 2**40))
+    )
+    max_recipients: int = field(
+        default=DEFAULT_MAX_RECIPIENTS, metadata=parsed_by(integer(1, 1_000_000))
+    )
+    max_connections_per_client: int = field(
+        default=DEFAULT_MAX_CONNECTIONS_PER_CLIENT, metadata=parsed_by(integer(0, 1_000_000))
+    )
+    max_messages_per_minute_per_client: int = field(
+        default=DEFAULT_MAX_MESSAGES_PER_MINUTE_PER_CLIENT,
+        metadata=parsed_by(integer(0, 1_000_000)),
+    )
+
+    def check(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            missing = "tls_key" if self.tls_key is None else "tls_cert"
+            raise Invalid(f"{missing}: tls_cert and tls_key go together (both or neither)")
+
+    def settings(self) -> ListenSettings:
+        """The listener's settings (relay.submission.ListenSettings)."""
+        return ListenSettings(
+            address=self.address,
+            networks=self.networks,
+            plaintext_auth_networks=self.plaintext_auth_networks,
+            tls_cert=self.tls_cert,
+            tls_key=self.tls_key,
+            users_file=self.users_file,
+            max_message_size=self.max_message_size,
+            max_recipients=self.max_recipients,
+            max_connections_per_client=self.max_connections_per_client,
+            max_messages_per_minute_per_client=self.max_messages_per_minute_per_client,
+        )
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    """[spool]: the queue folder (relay.spool).  The default "spool" is relative to the
+    working directory; a relative path written in a file is relative to that file."""
+
+    path: Path = field(default=Path("spool"), metadata=parsed_by(path))
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """[log]: one line per event on standard error, as text (Postfix-like) or JSON (relay.log)."""
+
+    format: str = field(default="text", metadata=parsed_by(one_of("text", "json")))
+    level: str = field(
+        default="info", metadata=parsed_by(one_of("debug", "info", "warning", "error"))
+    )
+
+
+def optional_listen_address(value: Any) -> str | None:
+    if value == "":
+        return None
+    return listen_address(value)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """[metrics]: the Prometheus endpoint "IP:port" (relay.metrics); None (or "") is off."""
+
+    listen: str | None = field(default=None, metadata=parsed_by(optional_listen_address))
+
+
 # -- the whole file ----------------------------------------------------------------------------
 
 
@@ -357,6 +547,10 @@ class Config:
     dns: DnsConfig = field(default_factory=DnsConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    listen: ListenConfig = field(default_factory=ListenConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @classmethod
     def default(cls) -> Config:

@@ -1,0 +1,829 @@
+"""[IO] The queue runner: takes due messages from the spool, delivers them, records what happened.
+
+One responsibility: drive deliveries.  The engine asks the spool what is
+due, groups each message's due recipients by domain, runs one delivery
+attempt per (message, domain) under a per-destination and a global
+concurrency limit, and writes the outcome back: delivered and bounced are
+final, deferred is retried on the backoff schedule (`relay.schedule`) until
+the queue lifetime ends, then bounced.  Bounce and delay notices
+(`relay.dsn`) are queued like any message, with the null sender.  Every
+decision is a pure function below (`group_by_domain`, `decide`,
+`notice_reports`, ...) tested as a table; the `Engine` class is the shell
+that sleeps, reads and writes.
+
+Rules and where they come from:
+
+- RFC 5321 §4.5.4.1: retry with backoff, give up after the queue lifetime
+  (counted from acceptance, `RecipientUpdate` keeps the attempt count).
+- RFC 5321 §6.1: a message is never lost: its state changes only after an
+  attempt has finished (a crash or a shutdown mid-attempt leaves it due, so
+  it is tried again: at least once, possibly twice); a bounce notice is
+  stored (fsynced) *before* the recipients it reports on are marked bounced,
+  so a crash in between repeats the notice rather than losing it.
+- RFC 5321 §4.5.5 / RFC 3464 §2: no notice to the null sender.
+- RFC 7672 §2.2 / the project's fail-closed rule: when the relay itself
+  cannot make a trustworthy attempt (no validating resolver, an internal
+  error) the recipients are deferred with that reason and never expire into
+  a bounce — the fault is ours, not the destination's (`NotAttempted`).
+
+The clock (`Clock.now()`) and the retry jitter are injected, so tests jump
+time instead of sleeping.  The engine sleeps until the earliest due time,
+a `wake()` (the listener calls it after each accepted message), or at most
+`poll_interval` seconds (so that `dane-relay queue flush` from another
+process takes effect promptly without any signal).
+
+Concurrency: one `asyncio.Task` per message in flight (at most
+`active_limit`); inside it one task per destination domain, each holding
+the destination's semaphore (Postfix's default_destination_concurrency_limit,
+20) and then the global one (default_process_limit, 100) while it reads the
+content and delivers.  The content is read only then, so waiting messages
+hold no memory.
+
+Shutdown (`stop(grace)`): no new work is taken; attempts in flight may
+finish within `grace` seconds and are recorded; the rest are cancelled and
+recorded nowhere, so they are due again at the next start.
+
+Connection reuse (issue 9) is not done here: each `DeliveryJob` is one
+message to one domain.  The seam is the `Deliverer`: a future deliverer
+can keep authenticated sessions per (destination, TLSA RRset, plan) and
+serve several jobs of the same destination from one connection; the
+engine already funnels every job of a destination through that
+destination's gate (`_Gate`), which is where a pool would be looked up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import functools
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from relay.delivery import DeliverySettings, DNSLookups, deliver
+from relay.dsn import NoticeKind, NotSent, RecipientReport, build_notice
+from relay.evidence import DaneSummary, RecipientResult, to_plain
+from relay.evidence import RecipientStatus as ResultStatus
+from relay.log import evidence_summary
+from relay.schedule import (
+    Expire,
+    RetryPolicy,
+    after_deferral,
+    backoff_delay,
+    delay_warning_due,
+    expiry_time,
+)
+from relay.spool import (
+    QueueEntry,
+    RecipientState,
+    RecipientStatus,
+    RecipientUpdate,
+    Recovery,
+    SetAside,
+    Spool,
+    SpoolError,
+)
+
+__all__ = [
+    "AttemptReport",
+    "Clock",
+    "Decision",
+    "Deliverer",
+    "DeliveryJob",
+    "Engine",
+    "EngineSettings",
+    "NotAttempted",
+    "Observer",
+    "RecipientOutcome",
+    "SystemClock",
+    "dane_deliverer",
+    "decide",
+    "deferring_deliverer",
+    "domain_of",
+    "group_by_domain",
+    "not_attempted",
+]
+
+log = logging.getLogger("relay.engine")
+
+NO_RESOLVER_STATUS = "4.4.3"  # RFC 3463: directory server failure (no trustworthy DNS)
+INTERNAL_ERROR_STATUS = "4.3.0"  # RFC 3463: other or undefined mail system status
+STOP_GRACE = 30.0
+
+
+# -- values the engine works with ---------------------------------------------------------
+
+
+class Clock(Protocol):
+    """Where the engine reads the time (seconds since 1970); tests pass a clock they move."""
+
+    def now(self) -> float: ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> float:
+        return time.time()
+
+
+@dataclass(frozen=True)
+class DeliveryJob:
+    """One attempt: one message to the due recipients at one domain."""
+
+    queue_id: str
+    domain: str
+    sender: str  # "" for the null reverse-path
+    recipients: tuple[str, ...]
+    message: bytes
+    now: float  # when the attempt starts (for certificate validity)
+    smtputf8: bool = False
+    body_8bit: bool = False
+
+
+class AttemptReport(Protocol):
+    """What a deliverer returns: one result per recipient and the attempt's evidence.
+
+    `relay.evidence.DomainAttempt` is one; `NotAttempted` another.
+    """
+
+    @property
+    def results(self) -> Sequence[RecipientResult]: ...
+
+    def evidence_dict(self) -> dict[str, Any]: ...
+
+
+Deliverer = Callable[[DeliveryJob], Awaitable[AttemptReport]]
+
+
+@dataclass(frozen=True)
+class NotAttempted:
+    """No attempt could be made because of the relay itself (no trustworthy resolver, a bug).
+
+    Its recipients are deferred and never expire on its account (module docstring).
+    """
+
+    results: tuple[RecipientResult, ...]
+    reason: str
+
+    def evidence_dict(self) -> dict[str, Any]:
+        return {"not_attempted": self.reason}
+
+
+def not_attempted(
+    recipients: Iterable[str], reason: str, status: str = NO_RESOLVER_STATUS
+) -> NotAttempted:
+    """Every recipient deferred with `reason` (no host was contacted)."""
+    return NotAttempted(
+        tuple(
+            RecipientResult(
+                recipient=rcpt,
+                status=ResultStatus.DEFERRED,
+                dsn=status,
+                mx=None,
+                ip=None,
+                port=None,
+                tls=None,
+                dane=DaneSummary(),
+                reason=reason,
+            )
+            for rcpt in recipients
+        ),
+        reason,
+    )
+
+
+@dataclass(frozen=True)
+class RecipientOutcome:
+    """What one attempt did for one recipient, as logs and metrics see it.
+
+    `status` is Postfix's word: sent | deferred | bounced | expired.
+    `delay` is the time since the message was accepted; `attempt_seconds`
+    how long this attempt took.
+    """
+
+    queue_id: str
+    recipient: str
+    status: str
+    reason: str
+    result: RecipientResult
+    delay: float
+    attempt_seconds: float
+    attempts: int
+    next_attempt: float | None = None
+
+
+class Observer(Protocol):
+    """Told about every finished attempt (the log, metrics).  Must not raise."""
+
+    def attempt_finished(
+        self,
+        queue_id: str,
+        domain: str,
+        report: AttemptReport,
+        outcomes: Sequence[RecipientOutcome],
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How the engine schedules: the retry policy, the limits, the notices' reporting MTA."""
+
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    destination_concurrency_limit: int = 20  # Postfix default_destination_concurrency_limit
+    concurrency_limit: int = 100  # Postfix default_process_limit
+    reporting_mta: str = "localhost"  # Reporting-MTA and MAILER-DAEMON@ of notices
+    active_limit: int = 10_000  # messages in flight at once (Postfix qmgr_message_active_limit)
+    poll_interval: float = 1.0  # longest sleep between looks at the spool
+
+    def __post_init__(self) -> None:
+        for name in ("destination_concurrency_limit", "concurrency_limit", "active_limit"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+
+# -- pure decisions -----------------------------------------------------------------------
+
+
+def domain_of(address: str) -> str:
+    """The domain of a recipient, lower case, no trailing dot ("" when it has none)."""
+    return address.rpartition("@")[2].lower().rstrip(".") if "@" in address else ""
+
+
+def group_by_domain(recipients: Sequence[RecipientState], now: float) -> dict[str, tuple[str, ...]]:
+    """The pending recipients due at `now`, by domain, in their order (one attempt per domain)."""
+    groups: dict[str, list[str]] = {}
+    for state in recipients:
+        if state.status.final or state.next_attempt is None or state.next_attempt > now:
+            continue
+        groups.setdefault(domain_of(state.address), []).append(state.address)
+    return {domain: tuple(addresses) for domain, addresses in groups.items()}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to write for one recipient after an attempt, and the word to log."""
+
+    update: RecipientUpdate
+    word: str  # sent | deferred | bounced | expired
+    attempts: int  # the recipient's attempt count after this one
+
+
+def _missing_result(recipient: str) -> RecipientResult:
+    return not_attempted(
+        [recipient], "internal error: the attempt gave no result", INTERNAL_ERROR_STATUS
+    ).results[0]
+
+
+def _plain_duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g}{unit}"
+    return f"{seconds:.3g}s"
+
+
+def decide(
+    *,
+    state: RecipientState,
+    result: RecipientResult,
+    arrival: float,
+    sender: str,
+    now: float,
+    policy: RetryPolicy,
+    jitter: float,
+    relay_fault: bool,
+) -> Decision:
+    """The spool update for one recipient after one attempt (pure; the table is in the tests).
+
+    delivered -> final; bounced -> final; deferred -> retry at the backoff
+    time, or bounce once the queue lifetime is over (RFC 5321 §4.5.4.1),
+    keeping the last attempt's reason and status code (as Postfix does).
+    A deferral that was the relay's own fault (`relay_fault`) neither
+    counts as an attempt nor expires: retried after minimal_backoff_time.
+    """
+
+    def update(
+        status: RecipientStatus, reason: str, next_attempt: float | None = None
+    ) -> RecipientUpdate:
+        return RecipientUpdate(
+            state.address,
+            status,
+            reason,
+            next_attempt=next_attempt,
+            dsn_status=result.dsn,
+            remote_mta=result.mx,
+            counts_as_attempt=not (relay_fault and status is RecipientStatus.DEFERRED),
+        )
+
+    if result.status is ResultStatus.DELIVERED:
+        return Decision(
+            update(RecipientStatus.DELIVERED, result.reason), "sent", state.attempts + 1
+        )
+    if result.status is ResultStatus.BOUNCED:
+        return Decision(
+            update(RecipientStatus.BOUNCED, result.reason), "bounced", state.attempts + 1
+        )
+    if relay_fault:
+        retry_at = now + backoff_delay(1, policy, jitter)
+        return Decision(
+            update(RecipientStatus.DEFERRED, result.reason, retry_at), "deferred", state.attempts
+        )
+    attempts = state.attempts + 1
+    verdict = after_deferral(
+        arrival=arrival, sender=sender, attempts=attempts, now=now, policy=policy, jitter=jitter
+    )
+    if isinstance(verdict, Expire):
+        # RFC 5321 §4.5.4.1: give up after the queue lifetime; the sender learns the last reason.
+        reason = (
+            f"message expired after {_plain_duration(verdict.age)} in the queue "
+            f"(lifetime {_plain_duration(verdict.lifetime)}); last reason: {result.reason}"
+        )
+        return Decision(update(RecipientStatus.BOUNCED, reason), "expired", attempts)
+    return Decision(
+        update(RecipientStatus.DEFERRED, result.reason, verdict.at), "deferred", attempts
+    )
+
+
+def notice_reports(
+    decisions: Sequence[Decision], now: float, *, kind: NoticeKind, retry_until: float | None
+) -> list[RecipientReport]:
+    """The DSN lines for the recipients a notice is about (bounced/expired, or deferred)."""
+    wanted = {"bounced", "expired"} if kind is NoticeKind.FAILED else {"deferred"}
+    return [
+        RecipientReport(
+            address=d.update.address,
+            status=d.update.dsn_status or ("5.0.0" if kind is NoticeKind.FAILED else "4.0.0"),
+            reason=d.update.reason,
+            remote_mta=d.update.remote_mta,
+            diagnostic=d.update.diagnostic,
+            last_attempt=now,
+            will_retry_until=retry_until,
+        )
+        for d in decisions
+        if d.word in wanted
+    ]
+
+
+# -- deliverers -----------------------------------------------------------------------------
+
+
+def dane_deliverer(
+    settings: DeliverySettings,
+    lookups: DNSLookups,
+    shuffle: Callable[[list[Any]], None] | None = None,
+) -> Deliverer:
+    """The real thing: relay.delivery.deliver with these settings and lookups."""
+    order = shuffle or random.SystemRandom().shuffle
+
+    async def run(job: DeliveryJob) -> AttemptReport:
+        return await deliver(
+            job.domain,
+            job.sender,
+            job.recipients,
+            job.message,
+            settings=settings,
+            lookups=lookups,
+            now=dt.datetime.fromtimestamp(job.now, dt.UTC),
+            shuffle=order,
+        )
+
+    return run
+
+
+def deferring_deliverer(reason: str, status: str = NO_RESOLVER_STATUS) -> Deliverer:
+    """A deliverer that contacts nobody and defers every recipient with `reason` (fail closed)."""
+
+    async def run(job: DeliveryJob) -> AttemptReport:
+        return not_attempted(job.recipients, reason, status)
+
+    return run
+
+
+# -- the shell --------------------------------------------------------------------------------
+
+
+class _Gate:
+    """One destination's concurrency limit, dropped when nobody uses it."""
+
+    def __init__(self, limit: int) -> None:
+        self.semaphore = asyncio.Semaphore(limit)
+        self.users = 0
+
+
+@dataclass(frozen=True)
+class _DomainAttempt:
+    domain: str
+    recipients: tuple[str, ...]
+    report: AttemptReport
+    started: float
+    finished: float
+
+
+class _Gone(Exception):
+    """The message vanished (deleted, delivered elsewhere) or was set aside: stop quietly."""
+
+
+class Engine:
+    """The queue runner: `await recover()`, `run()` in a task, `wake()`, `await stop()`."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        deliver: Deliverer,
+        *,
+        settings: EngineSettings | None = None,
+        clock: Clock | None = None,
+        jitter: Callable[[], float] = random.random,
+        observers: Sequence[Observer] = (),
+    ) -> None:
+        self.spool = spool
+        self.deliver = deliver
+        self.settings = settings or EngineSettings()
+        self.clock: Clock = clock or SystemClock()
+        self.jitter = jitter
+        self.observers: list[Observer] = list(observers)
+        self._global = asyncio.Semaphore(self.settings.concurrency_limit)
+        self._gates: dict[str, _Gate] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._applying: set[asyncio.Future[None]] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._recovered = False
+
+    # -- public ---------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Messages being attempted now."""
+        return len(self._tasks)
+
+    def wake(self) -> None:
+        """Look at the spool now (a message was accepted, or a flush was asked for)."""
+        self._wake.set()
+
+    def reconfigure(
+        self, *, deliver: Deliverer | None = None, settings: EngineSettings | None = None
+    ) -> None:
+        """Use a new deliverer and retry policy from the next attempt on (SIGHUP).
+
+        The concurrency limits stay as they were at start-up (they need a restart).
+        """
+        if deliver is not None:
+            self.deliver = deliver
+        if settings is not None:
+            self.settings = EngineSettings(
+                policy=settings.policy,
+                destination_concurrency_limit=self.settings.destination_concurrency_limit,
+                concurrency_limit=self.settings.concurrency_limit,
+                reporting_mta=settings.reporting_mta,
+                active_limit=self.settings.active_limit,
+                poll_interval=settings.poll_interval,
+            )
+        self.wake()
+
+    async def recover(self) -> Recovery:
+        """The spool's start-up scan (run it before the listener accepts mail)."""
+        recovery = await asyncio.to_thread(self.spool.recover)
+        self._recovered = True
+        log.info(
+            "queue recovered: %d messages, %d set aside, %d orphan files removed%s",
+            recovery.checked,
+            len(recovery.set_aside),
+            recovery.orphans_removed,
+            " (orphan sweep skipped)" if recovery.orphan_sweep_skipped else "",
+        )
+        return recovery
+
+    async def run(self) -> None:
+        """Deliver until `stop()`: dispatch what is due, sleep until more is due or `wake()`."""
+        if not self._recovered:
+            await self.recover()
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                await self._dispatch()
+                timeout = await self._sleep_time()
+            except SpoolError as error:
+                log.error("cannot read the queue: %s", error)
+                timeout = self.settings.poll_interval
+            if self._stopping:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def run_once(self) -> int:
+        """Start every message due now and wait until they are all done; the number started."""
+        started = await self._dispatch()
+        await self.idle()
+        return started
+
+    async def idle(self) -> None:
+        """Wait until no message is in flight."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Take no new work; let attempts in flight finish for `grace` s, cancel the rest.
+
+        A cancelled attempt changes nothing in the spool: the message is due
+        again at the next start.  Outcomes already being written are always
+        written to the end.
+        """
+        self._stopping = True
+        self.wake()
+        tasks = list(self._tasks.values())
+        if tasks:
+            _, unfinished = await asyncio.wait(tasks, timeout=grace)
+            if unfinished:
+                log.warning(
+                    "stopping: %d messages still in delivery are left queued for the next start",
+                    len(unfinished),
+                )
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._applying:
+            await asyncio.gather(*self._applying, return_exceptions=True)
+
+    # -- scheduling ---------------------------------------------------------------------------
+
+    async def _dispatch(self) -> int:
+        if self._stopping:
+            return 0
+        room = self.settings.active_limit - len(self._tasks)
+        if room <= 0:
+            return 0
+        now = self.clock.now()
+        entries = await asyncio.to_thread(self.spool.due, now, limit=len(self._tasks) + room)
+        started = 0
+        for entry in entries:
+            if entry.id in self._tasks or started >= room:
+                continue
+            task = asyncio.create_task(self._process(entry), name=f"deliver {entry.id}")
+            self._tasks[entry.id] = task
+            task.add_done_callback(functools.partial(self._finished, entry.id))
+            started += 1
+        return started
+
+    def _finished(self, queue_id: str, _: object) -> None:
+        self._tasks.pop(queue_id, None)
+        self.wake()
+
+    async def _sleep_time(self) -> float:
+        """Until the earliest due time, at most poll_interval (in-flight messages look due)."""
+        next_due = await asyncio.to_thread(self.spool.next_due_time)
+        poll = self.settings.poll_interval
+        if next_due is None:
+            return poll
+        wait = next_due - self.clock.now()
+        return poll if wait <= 0 else min(wait, poll)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, domain: str) -> Any:
+        """Hold the destination's gate, then a global slot (the destination first, so a
+        busy destination never sits on global slots while it waits)."""
+        gate = self._gates.get(domain)
+        if gate is None:
+            gate = self._gates[domain] = _Gate(self.settings.destination_concurrency_limit)
+        gate.users += 1
+        try:
+            async with gate.semaphore, self._global:
+                yield
+        finally:
+            gate.users -= 1
+            if gate.users == 0:
+                self._gates.pop(domain, None)
+
+    # -- one message ----------------------------------------------------------------------------
+
+    async def _process(self, entry: QueueEntry) -> None:
+        now = self.clock.now()
+        groups = group_by_domain(entry.recipients, now)
+        if not groups:
+            return
+        gone = False
+        try:
+            async with asyncio.TaskGroup() as attempts:
+                tasks = [
+                    attempts.create_task(self._attempt(entry, domain, recipients))
+                    for domain, recipients in groups.items()
+                ]
+        except* _Gone:
+            gone = True
+        except* SpoolError as errors:
+            log.error("%s: cannot read the message: %s", entry.id, errors.exceptions[0])
+            gone = True
+        if gone:
+            return
+        # The outcome is written even if stop() cancels us now: an attempt that finished
+        # is recorded, so a delivered message is not delivered again.
+        apply = asyncio.ensure_future(self._apply(entry, [t.result() for t in tasks]))
+        self._applying.add(apply)
+        apply.add_done_callback(self._applying.discard)
+        await asyncio.shield(apply)
+
+    async def _attempt(
+        self, entry: QueueEntry, domain: str, recipients: tuple[str, ...]
+    ) -> _DomainAttempt:
+        async with self._slot(domain):
+            content = await asyncio.to_thread(self.spool.read_content, entry.id)
+            if content is None:
+                raise _Gone()
+            if isinstance(content, SetAside):
+                log.error("%s: not delivered, set aside: %s", entry.id, content.reason)
+                raise _Gone()
+            started = self.clock.now()
+            job = DeliveryJob(
+                queue_id=entry.id,
+                domain=domain,
+                sender=entry.sender,
+                recipients=recipients,
+                message=content,
+                now=started,
+                smtputf8=entry.smtputf8,
+                body_8bit=entry.body_8bit,
+            )
+            report = await self._deliver(job)
+            return _DomainAttempt(domain, recipients, report, started, self.clock.now())
+
+    async def _deliver(self, job: DeliveryJob) -> AttemptReport:
+        if not job.domain:
+            return not_attempted(
+                job.recipients,
+                "recipient address has no domain",
+                INTERNAL_ERROR_STATUS,
+            )
+        try:
+            return await self.deliver(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # a bug: fail closed, keep the message, say so loudly
+            log.exception(
+                "%s: delivery to %s failed with an internal error", job.queue_id, job.domain
+            )
+            return not_attempted(
+                job.recipients,
+                f"internal error during delivery: {type(error).__name__}: {error}",
+                INTERNAL_ERROR_STATUS,
+            )
+
+    async def _apply(self, entry: QueueEntry, attempts: Sequence[_DomainAttempt]) -> None:
+        try:
+            await self._apply_outcomes(entry, attempts)
+        except SpoolError as error:
+            # Nothing (or only part) was written: the recipients stay due and are tried again.
+            log.error("%s: cannot record the attempt, it will be repeated: %s", entry.id, error)
+
+    async def _apply_outcomes(self, entry: QueueEntry, attempts: Sequence[_DomainAttempt]) -> None:
+        now = self.clock.now()
+        policy = self.settings.policy
+        states = {state.address: state for state in entry.recipients}
+        per_attempt: list[tuple[_DomainAttempt, list[Decision], list[RecipientResult]]] = []
+        for attempt in attempts:
+            by_recipient = {r.recipient: r for r in attempt.report.results}
+            decisions, results = [], []
+            for address in attempt.recipients:
+                result = by_recipient.get(address) or _missing_result(address)
+                relay_fault = (
+                    isinstance(attempt.report, NotAttempted) or address not in by_recipient
+                )
+                decisions.append(
+                    decide(
+                        state=states[address],
+                        result=result,
+                        arrival=entry.arrival,
+                        sender=entry.sender,
+                        now=now,
+                        policy=policy,
+                        jitter=self.jitter(),
+                        relay_fault=relay_fault,
+                    )
+                )
+                results.append(result)
+            per_attempt.append((attempt, decisions, results))
+
+        every = [d for _, decisions, _ in per_attempt for d in decisions]
+        failed = notice_reports(every, now, kind=NoticeKind.FAILED, retry_until=None)
+        if failed:
+            # Stored before the bounces are recorded (module docstring: repeat, never lose).
+            summary = [
+                line
+                for attempt, decisions, _ in per_attempt
+                if any(d.word in ("bounced", "expired") for d in decisions)
+                for line in evidence_summary(attempt.report.evidence_dict())
+            ]
+            await self._send_notice(entry, NoticeKind.FAILED, failed, now, summary)
+
+        updated: QueueEntry | None = None
+        for attempt, decisions, results in per_attempt:
+            evidence = {
+                "domain": attempt.domain,
+                **attempt.report.evidence_dict(),
+                "results": to_plain(list(results)),
+            }
+            updated = await asyncio.to_thread(
+                self.spool.record_attempt,
+                entry.id,
+                now=now,
+                updates=[d.update for d in decisions],
+                evidence=evidence,
+            )
+            if updated is None:
+                log.info("%s: removed while being delivered; outcome not recorded", entry.id)
+                return
+            self._tell(entry, attempt, decisions, results, now)
+
+        if updated is not None and updated.pending:
+            await self._maybe_warn(updated, every, now)
+        await asyncio.to_thread(self.spool.remove_if_done, entry.id)
+
+    async def _maybe_warn(
+        self, entry: QueueEntry, decisions: Sequence[Decision], now: float
+    ) -> None:
+        policy = self.settings.policy
+        if not delay_warning_due(
+            arrival=entry.arrival,
+            sender=entry.sender,
+            already_warned=entry.delay_warned,
+            now=now,
+            policy=policy,
+        ):
+            return
+        until = expiry_time(entry.arrival, entry.sender, policy)
+        delayed = notice_reports(decisions, now, kind=NoticeKind.DELAYED, retry_until=until)
+        if not delayed:
+            return
+        await self._send_notice(entry, NoticeKind.DELAYED, delayed, now, [])
+        await asyncio.to_thread(self.spool.mark_delay_warned, entry.id)
+
+    async def _send_notice(
+        self,
+        entry: QueueEntry,
+        kind: NoticeKind,
+        reports: Sequence[RecipientReport],
+        now: float,
+        summary: Sequence[str],
+    ) -> None:
+        headers = await asyncio.to_thread(self.spool.read_headers, entry.id) or b""
+        notice = build_notice(
+            kind=kind,
+            original_sender=entry.sender,
+            original_headers=headers,
+            recipients=reports,
+            reporting_mta=self.settings.reporting_mta,
+            queue_id=entry.id,
+            arrival=entry.arrival,
+            now=now,
+            received_from=entry.received_from,
+            evidence=summary,
+        )
+        if isinstance(notice, NotSent):
+            log.info("%s: no %s notice: %s", entry.id, kind.value, notice.reason)
+            return
+        notice_id = await self.spool.put(
+            notice.sender,
+            [notice.recipient],
+            notice.data,
+            smtputf8=notice.smtputf8,
+            body_8bit=notice.body_8bit,
+            now=now,
+        )
+        word = (
+            "sender non-delivery notification"
+            if kind is NoticeKind.FAILED
+            else ("sender delay notification")
+        )
+        log.info("%s: %s: %s", entry.id, word, notice_id)
+        self.wake()
+
+    def _tell(
+        self,
+        entry: QueueEntry,
+        attempt: _DomainAttempt,
+        decisions: Sequence[Decision],
+        results: Sequence[RecipientResult],
+        now: float,
+    ) -> None:
+        outcomes = [
+            RecipientOutcome(
+                queue_id=entry.id,
+                recipient=d.update.address,
+                status=d.word,
+                reason=d.update.reason,
+                result=result,
+                delay=entry.age(now),
+                attempt_seconds=max(0.0, attempt.finished - attempt.started),
+                attempts=d.attempts,
+                next_attempt=d.update.next_attempt if d.word == "deferred" else None,
+            )
+            for d, result in zip(decisions, results, strict=True)
+        ]
+        for observer in self.observers:
+            try:
+                observer.attempt_finished(entry.id, attempt.domain, attempt.report, outcomes)
+            except Exception:  # an observer's bug must not stop deliveries
+                log.exception("%s: observer %r failed", entry.id, observer)
