@@ -16,10 +16,10 @@ configuration builds no resolver: listing a queue needs no DNS.
 One responsibility: the operator's view of `relay.spool` — argument
 parsing, the text and JSON renderings, and the exit status.  Every change is
 one short SQLite transaction in the spool (WAL), so it is safe beside a
-running `serve` (see the concurrency notes in relay/spool.py).  A flush
-changes due times in the spool; a running `serve` sees them when its engine
-next reads the spool, at once if the engine offers a wake-up (see
-`wake_engine`).
+running `serve` (see the concurrency notes in relay/spool.py).  A flush,
+release or requeue only changes due times in the spool; no signal is sent:
+the engine of a running `serve` looks at the spool at least once a second
+(relay.engine, `poll_interval`), so it starts the delivery within a second.
 
 Exit status: 0 done; 1 no such message (unknown id, or delivered or deleted
 meanwhile), or the spool could not do it (one line on stderr); 2 bad usage
@@ -260,13 +260,12 @@ def run_flush(args: argparse.Namespace) -> int:
             count = spool.flush_all(now=now, domain=domain)
             where = f" with recipients @{domain}" if domain else ""
             print(f"flushed {_plural(count, 'message')}{where}: due now")
-        wake_engine(spool.path)
         return EXIT_OK
 
     return _run(args, work)
 
 
-def _single(action: Callable[[Spool, str], bool], done: str, *, wake: bool = False) -> Handler:
+def _single(action: Callable[[Spool, str], bool], done: str) -> Handler:
     """A handler for an action on one message: `done` is printed after the id."""
 
     def run(args: argparse.Namespace) -> int:
@@ -276,8 +275,6 @@ def _single(action: Callable[[Spool, str], bool], done: str, *, wake: bool = Fal
             if not action(spool, queue_id):
                 raise _no_such(spool, queue_id)
             print(f"{queue_id}: {done}")
-            if wake:
-                wake_engine(spool.path)
             return EXIT_OK
 
         return _run(args, work)
@@ -286,22 +283,12 @@ def _single(action: Callable[[Spool, str], bool], done: str, *, wake: bool = Fal
 
 
 run_hold = _single(Spool.hold, "placed on hold")
-run_release = _single(Spool.release, "released from hold", wake=True)
+run_release = _single(Spool.release, "released from hold")
 run_delete = _single(Spool.delete, "deleted (no notice is sent)")
 run_requeue = _single(
     lambda spool, queue_id: spool.requeue(queue_id, now=time.time()),
     "requeued: released, due now, backoff restarted",
-    wake=True,
 )
-
-
-def wake_engine(spool: Path) -> None:
-    """Tell a running `serve` that due times changed, if its engine offers a way.
-
-    The engine reads due times from the spool when it wakes; until it offers
-    a cheaper signal, a flush takes effect at its next wake-up.
-    """
-    del spool
 
 
 # -- rendering (pure) --------------------------------------------------------------------------

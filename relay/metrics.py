@@ -12,7 +12,7 @@ Metrics (all prefixed `dane_relay_`):
     messages_accepted_total          messages the listener answered 250 for
     recipients_delivered_total       recipient deliveries (a server said 250 to the data)
     recipients_deferred_total        deferrals: recipient attempts that will be retried
-    recipients_bounced_total         recipients failed for good (an attempt, or the lifetime)
+    recipients_bounced_total         recipients failed for good (bounced, or expired)
     queue_messages                   messages in the spool, read at scrape time
     delivery_latency_seconds         arrival -> delivered, per recipient (histogram)
     dane_outcomes_total{result=...}  each recipient attempt by security outcome (`dane_outcome`)
@@ -24,8 +24,9 @@ so the label cardinality is bounded whatever servers answer.
 Calls expected from the rest of the relay (see each method):
 
     listener, after Spool.put returned:  metrics.accepted()
-    engine, per recipient result:        metrics.attempt_finished(result, arrival=, now=)
-    engine, bouncing an expired one:     metrics.expired()
+    engine:                              Engine(..., observers=[metrics]): it calls
+                                         metrics.attempt_finished(queue_id, domain,
+                                         report, outcomes) after every attempt
     serve:                               await metrics.start_http("127.0.0.1:9466"),
                                          await metrics.stop()
 
@@ -40,7 +41,8 @@ import ipaddress
 import logging
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -53,6 +55,7 @@ from relay.submission import parse_listen_address
 __all__ = [
     "DANE_OUTCOMES",
     "LATENCY_BUCKETS",
+    "FinishedRecipient",
     "Metrics",
     "dane_outcome",
 ]
@@ -134,6 +137,19 @@ def _is_loopback(host: str) -> bool:
     return ipaddress.ip_address(host).is_loopback
 
 
+class FinishedRecipient(Protocol):
+    """What `attempt_finished` reads of each outcome (relay.engine.RecipientOutcome has it)."""
+
+    @property
+    def result(self) -> RecipientResult: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def delay(self) -> float: ...
+
+
 class Metrics:
     """The relay's counters, in a registry of their own, and the HTTP server that shows them.
 
@@ -202,28 +218,32 @@ class Metrics:
         """One message accepted: call after `Spool.put` returned and before the 250 is sent."""
         self._accepted.inc()
 
-    def attempt_finished(self, result: RecipientResult, *, arrival: float, now: float) -> None:
-        """One recipient after one delivery attempt (a `RecipientResult` of relay.delivery).
+    def attempt_finished(
+        self, queue_id: str, domain: str, report: object, outcomes: Sequence[FinishedRecipient]
+    ) -> None:
+        """The engine's observer call (relay.engine.Observer): one attempt at one domain."""
+        for outcome in outcomes:
+            self.recipient_finished(outcome.result, outcome.status, delay=outcome.delay)
 
-        Counts its status and its DANE outcome; for a delivery, the time from
-        `arrival` (the queue entry's) to `now` goes to the latency histogram.
+    def recipient_finished(self, result: RecipientResult, status: str, *, delay: float) -> None:
+        """One recipient after one delivery attempt.
+
+        `status` is what the engine made of it, in Postfix's words: sent,
+        deferred, bounced, or expired (deferred past the queue lifetime, so
+        bounced, RFC 5321 §4.5.4.1).  `delay` is the time since the message
+        was accepted: it goes to the latency histogram for a delivery.  The
+        DANE outcome comes from `result` (`dane_outcome`).
         """
         self._outcomes.labels(result=dane_outcome(result)).inc()
-        if result.status is RecipientStatus.DELIVERED:
+        if status == "sent":
             self._delivered.inc()
-            self._latency.observe(max(0.0, now - arrival))
-        elif result.status is RecipientStatus.DEFERRED:
+            self._latency.observe(max(0.0, delay))
+        elif status == "deferred":
             self._deferred.inc()
-        else:
+        elif status in ("bounced", "expired"):
             self._bounced.inc()
-
-    def expired(self, recipients: int = 1) -> None:
-        """Recipients bounced because the queue lifetime ran out (RFC 5321 §4.5.4.1).
-
-        Call this when the engine turns a deferred recipient into a bounce
-        (after `attempt_finished` counted that attempt as a deferral).
-        """
-        self._bounced.inc(recipients)
+        else:
+            raise ValueError(f"unknown recipient status {status!r}")
 
     # -- the HTTP endpoint ---------------------------------------------------------------------
 
