@@ -108,7 +108,7 @@ def dane_outcome(result: RecipientResult) -> str:
     reason, dsn = result.reason, result.dsn
     if _says(reason, _MISMATCH):
         return "tlsa-mismatch"
-    if dsn[2:] == ".7.4" or _says(reason, _STARTTLS):  # RFC 3463 X.7.4 security features n/a
+    if dsn[1:] == ".7.4" or _says(reason, _STARTTLS):  # RFC 3463 X.7.4 security features n/a
         return "starttls-missing"
     if _says(reason, _HANDSHAKE):
         return "tls-handshake"
@@ -120,7 +120,7 @@ def dane_outcome(result: RecipientResult) -> str:
         return "no-destination"
     if dsn == DSN_DNS_TEMPFAIL:  # RFC 3463 X.4.3 directory server failure
         return "dns-error"
-    if dsn[2:] == ".4.1":  # RFC 3463 X.4.1 no answer from host
+    if dsn[1:] == ".4.1":  # RFC 3463 X.4.1 no answer from host
         return "connect-error"
     if result.tls is not None and result.tls.version is not None:
         return result.tls.level if result.tls.level in TLS_LEVELS else "other"
