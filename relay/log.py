@@ -151,7 +151,8 @@ def attempt_lines(queue_id: str, evidence: dict[str, Any]) -> list[LogLine]:
         )
     if evidence.get("not_attempted"):
         text = f"{queue_id}: {domain}: not attempted: {evidence['not_attempted']}"
-        lines.append(LogLine("warning", text, {"queue_id": queue_id, "domain": domain}))
+        # The recipient lines carry the same reason: this one is for debugging only.
+        lines.append(LogLine("debug", text, {"queue_id": queue_id, "domain": domain}))
     return lines
 
 
@@ -268,6 +269,10 @@ class TextFormatter(logging.Formatter):
             prefix = "error: "
         elif record.levelno >= logging.WARNING and "warning: " not in message:
             prefix = "warning: "
+        queue_id = _QUEUE_ID.match(message)
+        if prefix and queue_id:  # Postfix order: "QID: warning: ..."
+            message = f"{queue_id[0]}{prefix}{message[queue_id.end() :]}"
+            prefix = ""
         text = (
             f"{_timestamp(record)} dane-relay/{_component(record.name)}[{record.process}]: "
             f"{prefix}{message}"
