@@ -263,9 +263,10 @@ class Metrics:
             start_http_server, port, addr=host, registry=self.registry
         )
         self._server, self._thread = server, thread
-        bound = server.server_address
-        log.info("metrics: serving /metrics on %s", listen)
-        return str(bound[0]), int(bound[1])
+        bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        log.info("metrics: serving /metrics on %s:%d", shown, bound_port)
+        return bound_host, bound_port
 
     async def stop(self) -> None:
         """Stop the endpoint (if it runs); waits for its thread."""
