@@ -768,6 +768,9 @@ class Engine:
         now: float,
         summary: Sequence[str],
     ) -> None:
+        if await asyncio.to_thread(self.spool.entry, entry.id) is None:
+            log.info("%s: removed while being delivered; no %s notice", entry.id, kind.value)
+            return
         headers = await asyncio.to_thread(self.spool.read_headers, entry.id) or b""
         notice = build_notice(
             kind=kind,
