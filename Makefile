@@ -16,9 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## Run the relay on its embedded defaults (until `serve` exists: its command-line help).
+## Run the relay on its embedded defaults: 127.0.0.1:2525, ./spool, DNS from /etc/resolv.conf.
 run: $(STAMP)
-	$(BIN)/dane-relay --help
+	$(BIN)/dane-relay serve
 
 ## The whole suite: lint, type checks, unit and integration tests.
 test: $(STAMP) system-deps lint typecheck
