@@ -317,6 +317,21 @@ class ValidatingStubResolver:
         self, qname: str, rdtype: int, nameservers: Sequence[Nameserver] | None = None
     ) -> Answer[Record]:
         """Try the nameservers in order, `attempts` rounds; the first usable reply wins."""
+        result = await self.exchange(qname, rdtype, nameservers)
+        if isinstance(result, Answer):
+            return result
+        reply, server = result
+        return interpret(reply, qname, rdtype, _server_text(server))
+
+    async def exchange(
+        self, qname: str, rdtype: int, nameservers: Sequence[Nameserver] | None = None
+    ) -> tuple[Reply, Nameserver] | Answer[Record]:
+        """The first NOERROR/NXDOMAIN reply and who sent it, or the failure as an `Answer`.
+
+        Nameservers are tried in order, `attempts` rounds (see the module
+        docstring); `qname` is canonical (see `canonical_name`).  The reply is
+        not interpreted, so that a local validator can read its signatures.
+        """
         nameservers = self.nameservers if nameservers is None else nameservers
         reasons: list[str] = []
         last_failed: Reply | None = None
@@ -333,7 +348,7 @@ class ValidatingStubResolver:
                         given_up.add(server)
                     continue
                 if reply.rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-                    return interpret(reply, qname, rdtype, _server_text(server))
+                    return reply, server
                 # RFC 7672 §2.1.1: SERVFAIL/REFUSED/... are lookup errors; another
                 # nameserver may still answer, asking this one again will not help.
                 _note(reasons, failure_reason(reply, _server_text(server)))
@@ -348,9 +363,13 @@ class ValidatingStubResolver:
             rcode = last_failed.rcode_text
         return Answer.failure(qname, _type_text(rdtype), security, "; ".join(reasons), rcode)
 
+    def _make_query(self, qname: str, rdtype: int) -> tuple[int, bytes]:
+        """The query to send as (id, wire): EDNS0, DO=1, AD=1 (`tlsa.replies.make_query`)."""
+        return make_query(qname, rdtype)
+
     async def _exchange(self, server: Nameserver, qname: str, rdtype: int) -> Reply:
         """One query to one server: UDP, then TCP when the UDP reply is truncated."""
-        query_id, wire = make_query(qname, rdtype)
+        query_id, wire = self._make_query(qname, rdtype)
         reply = await self._udp(server, wire, query_id, qname, rdtype)
         if not reply.truncated:
             return reply
