@@ -11,7 +11,16 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from relay import __version__, cli_dns, cli_queue, cli_send, cli_serve, cli_tlsa, cli_user
+from relay import (
+    __version__,
+    cli_check,
+    cli_dns,
+    cli_queue,
+    cli_send,
+    cli_serve,
+    cli_tlsa,
+    cli_user,
+)
 from relay.errors import UsageError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -33,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_dns.register(commands)
     cli_send.register(commands)
     cli_user.register(commands)
+    cli_check.register(commands)
     cli_queue.register(commands)
     cli_serve.register(commands)
     return parser
