@@ -236,23 +236,24 @@ def _absolute(name: str) -> str:
 def spf_queries(domain: str, record: str) -> list[tuple[SPFTerm, tuple[SPFQuery, ...]]]:
     """For each lookup term of `record` (published at `domain`), the queries it needs.
 
-    Terms with macros (RFC 7208 §7) are not expanded and need no query here.
+    Terms with macros (RFC 7208 §7) and `ptr` count but need no query here.
     """
     found: list[tuple[SPFTerm, tuple[SPFQuery, ...]]] = []
     for term in parse_spf(record):
-        if term.name not in _LOOKUP_TERMS or term.problem is not None or term.macro:
+        if term.name not in _LOOKUP_TERMS or term.problem is not None:
             continue
         target = _absolute(term.argument or domain)
-        if term.name in ("include", "redirect"):
-            queries: tuple[SPFQuery, ...] = (SPFQuery(target, "TXT"),)
+        if term.macro or term.name == "ptr":
+            # Counted (RFC 7208 §4.6.4) but not resolved: they depend on the message.
+            queries: tuple[SPFQuery, ...] = ()
+        elif term.name in ("include", "redirect"):
+            queries = (SPFQuery(target, "TXT"),)
         elif term.name == "a":
             queries = (SPFQuery(target, "A"), SPFQuery(target, "AAAA"))
         elif term.name == "mx":
             queries = (SPFQuery(target, "MX"),)
-        elif term.name == "exists":
+        else:  # exists
             queries = (SPFQuery(target, "A"),)
-        else:  # ptr: depends on the connecting address, counted but not queried here
-            queries = ()
         found.append((term, queries))
     return found
 
@@ -402,7 +403,7 @@ class _SPFWalk:
                         )
                     continue
                 inner_all = self.visit(target, inner)
-                if term is redirect and all_qualifier is None:
+                if term == redirect and all_qualifier is None:
                     all_qualifier = inner_all  # RFC 7208 §6.1: redirect when no all matched
         self.visiting.discard(domain)
         return all_qualifier
