@@ -615,7 +615,19 @@ def _host_report(
             add(Finding(Mark.FAIL, section, f"no usable DANE: {policy.reason}"))
         future = []
         if obs.days is not None:
-            for chain, _ in per_chain:
+            for chain, current in per_chain:
+                if not current.authenticated:
+                    continue  # already failing now: reported per IP
+                leaf = chain_summary(chain[:1])
+                if leaf and "not_after" in leaf[0] and leaf[0]["not_after"] <= later.isoformat():
+                    add(
+                        Finding(
+                            Mark.WARN,
+                            section,
+                            f"the certificate served expires {leaf[0]['not_after']}, within "
+                            f"{obs.days} days: the renewal must match a published TLSA record",
+                        )
+                    )
                 probe = next(p for p in probes if p.chain == chain)
                 then = verify(chain, probe.plan.records, probe.plan.reference_names, later)
                 future.append({"authenticated": then.authenticated, "reason": then.reason})

@@ -172,9 +172,11 @@ def write_text(report: CheckReport, out: TextIO, *, colour: bool = False) -> Non
     line()
     line("DNSSEC")
     findings("dnssec")
-    for sig in data["dnssec"]["signatures"]:
-        if sig["expires"]:
-            line(f"  RRSIG {sig['owner']} {sig['type']} expires {sig['expires']}")
+    expiring = sorted((s["expires"], s["owner"], s["type"]) for s in data["dnssec"]["signatures"]
+                      if s["expires"])  # fmt: skip
+    if expiring:
+        when, owner, rdtype = expiring[0]
+        line(f"  earliest RRSIG expiry: {when} ({owner} {rdtype})")
     line()
     line(f"MX ({data['mx_outcome']}): {data['mx_reason']}")
     findings("mx")
