@@ -141,6 +141,8 @@ class Verdict:
     security: Security
     reason: str
     expires: float | None = None
+    #: The reply said NXDOMAIN, but a secure proof shows an empty non-terminal: NODATA.
+    nxdomain_is_nodata: bool = False
 
 
 @dataclass(frozen=True)
@@ -367,6 +369,7 @@ class _Run:
         self.v = validator
         self.now = now
         self.budget = _Budget(validator.limits)
+        self.empty_non_terminal = False
 
     # -- fetching -----------------------------------------------------------------------
 
@@ -451,9 +454,13 @@ class _Run:
 
     # -- the chain of trust ----------------------------------------------------------------
 
+    def closest_anchor(self, name: Name) -> Name | None:
+        """The deepest trust anchor at or above `name` (RFC 4035 §4.4)."""
+        return max((a for a in self.v.anchors if name.is_subdomain(a)), key=len, default=None)
+
     def walk(self, target: Name) -> Generator[Fetch, Reply | str, ZoneKeys | _Unproven]:
         """The secure zone holding `target`, or why there is none (RFC 4035 §5.2)."""
-        anchor = max((a for a in self.v.anchors if target.is_subdomain(a)), key=len, default=None)
+        anchor = self.closest_anchor(target)
         if anchor is None:
             return _Unproven(Security.INSECURE, f"no trust anchor covers {_text(target)}")
         cached = self.v.cache.get(anchor, self.now)
@@ -685,7 +692,10 @@ class _Run:
             if reasons:
                 return Verdict(security, "; ".join(reasons))
         return Verdict(
-            Security.SECURE, "; ".join(reason for _, reason in links), self.budget.expires
+            Security.SECURE,
+            "; ".join(reason for _, reason in links),
+            self.budget.expires,
+            nxdomain_is_nodata=self.empty_non_terminal,
         )
 
     def dname_link(
@@ -714,12 +724,14 @@ class _Run:
         nxdomain = message.rcode == dns.rcode.NXDOMAIN
         kind = "NXDOMAIN" if nxdomain else "NODATA"
         what = f"{kind} {_text(qname)} {_type(qtype)}"
+        anchor = self.closest_anchor(qname) or dns.name.root
         signers = [
             sig.signer
             for rdtype in (_NSEC, _NSEC3, _SOA)
             for rrset in message.of_type(rdtype)
             for sig in message.sigs(rrset.name, rdtype, "authority")
-            if qname.is_subdomain(sig.signer)
+            # A denial from above the closest trust anchor says nothing below it.
+            if qname.is_subdomain(sig.signer) and sig.signer.is_subdomain(anchor)
         ]
         if not signers:
             zone = yield from self.walk(qname)
@@ -739,7 +751,49 @@ class _Run:
                 f"{what}: the denial is signed by {_text(signer)}, not a zone apex",
             )
         proof = self.denial(message, zone, qname, qtype, nxdomain=nxdomain)
+        if proof.security is Security.BOGUS and nxdomain:
+            ent = self.denial(message, zone, qname, qtype, nxdomain=False)
+            if ent.security is Security.SECURE and ent.types == frozenset():
+                # RFC 4035 §3.1.3.2: an empty non-terminal exists; NXDOMAIN was wrong, it is
+                # NODATA (Unbound answers NOERROR too).
+                self.empty_non_terminal = True
+                return Security.SECURE, f"{what}: {ent.reason}, so it is NODATA"
+        if proof.security is Security.BOGUS and not nxdomain:
+            below = self.insecure_delegation(message, zone, qname)
+            if below is not None:
+                return Security.INSECURE, f"{what}: {below}"
         return proof.security, f"{what}: {proof.reason}"
+
+    def insecure_delegation(self, message: Message, zone: ZoneKeys, qname: Name) -> str | None:
+        """Why `qname` lies below an unsigned delegation of `zone`, by the reply's own proofs.
+
+        A parent may answer for a name below its cut (a referral, or a NODATA with its
+        SOA): its NSEC or NSEC3 then proves no proper answer, but can prove that the
+        delegation has no DS (RFC 4035 §5.2) or lies in an opt-out span (RFC 5155
+        §9.2), which makes whatever is below it insecure, as Unbound decides.
+        """
+        for owner, rd in self._denial_records(message, zone, _NSEC):
+            types = _bitmap(rd)
+            delegation = _NS in types and _SOA not in types and _DS not in types
+            if delegation and qname.is_subdomain(owner) and owner != zone.zone:
+                return f"{_text(owner)} is delegated without DS (NSEC)"
+        nsec3s = self._denial_records(message, zone, _NSEC3)
+        if not nsec3s:
+            return None
+        chain = _Nsec3Chain(zone.zone, nsec3s, self.budget)
+        name = qname
+        while name != zone.zone and name.is_subdomain(zone.zone):
+            found = chain.match(name)
+            if found is not None:
+                types = _bitmap(found)
+                if _NS in types and _SOA not in types and _DS not in types:
+                    return f"{_text(name)} is delegated without DS (NSEC3)"
+                break
+            name = name.parent()
+        encloser = chain.closest_encloser(qname)
+        if not isinstance(encloser, _Proof) and encloser[1].flags & _OPT_OUT:
+            return f"{_text(_next_closer(qname, encloser[0]))} is in an NSEC3 opt-out span"
+        return None
 
     def _denial_records(
         self, message: Message, zone: ZoneKeys, rdtype: int
@@ -749,7 +803,14 @@ class _Run:
         for rrset in message.of_type(rdtype):
             if not rrset.name.is_subdomain(zone.zone):
                 continue
-            if self.verify(rrset, message.sigs(rrset.name, rdtype, "authority"), zone) is None:
+            # An NSEC(3) synthesized from a wildcard proves nothing about other names
+            # (RFC 4035 §5.3.4 labels field; Unbound's fix for CVE-2017-15105).
+            sigs = [
+                s
+                for s in message.sigs(rrset.name, rdtype, "authority")
+                if s.labels == _labels(rrset.name)
+            ]
+            if self.verify(rrset, sigs, zone) is None:
                 found.extend((rrset.name, rd) for rd in rrset)
         return found
 
@@ -851,6 +912,9 @@ def _nsec_nxdomain(nsecs: list[tuple[Name, dns.rdata.Rdata]], zone: Name, qname:
     if cover is None:
         return _Proof(Security.BOGUS, f"no NSEC proves that {_text(qname)} does not exist")
     owner, rd = cover
+    if _nsec_next(rd).is_subdomain(qname):
+        # RFC 4035 §3.1.3.2: names below qname exist, so it is an empty non-terminal.
+        return _Proof(Security.BOGUS, f"{_text(qname)} is an empty non-terminal, it exists")
     # The closest encloser is the longest ancestor that the covering NSEC's ends share.
     encloser = max(_common_ancestor(qname, owner), _common_ancestor(qname, _nsec_next(rd)), key=len)
     if not encloser.is_subdomain(zone):
