@@ -118,7 +118,19 @@ def _keygen(zone_name: str, algorithm: Algorithm, directory: Path) -> Key:
 
 
 def _strip_comment(line: str) -> str:
-    return line.split(";", 1)[0].rstrip()
+    """The line without its zone-file comment; a ";" inside a quoted string is data."""
+    quoted = False
+    escaped = False
+    for index, char in enumerate(line):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == ";" and not quoted:
+            return line[:index].rstrip()
+    return line.rstrip()
 
 
 def _ds_record(key: Key) -> str:
