@@ -30,46 +30,28 @@ import math
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import replace
-from typing import Any
 
 import dns.flags
 import dns.message
 import dns.rdatatype
 
-from tlsa.answers import Answer, Security
-from tlsa.replies import EDNS_PAYLOAD, Record, Reply, canonical_name, interpret, rdtype_code
+from tlsa.answers import Answer, AnswerKind, Security
+from tlsa.replies import EDNS_PAYLOAD, Record, Reply, interpret, rdtype_code
 from tlsa.resolver import AnswerCache, Nameserver, ProbeResult, ValidatingStubResolver
 from tlsa.trust_anchors import TrustAnchor
 from tlsa.validator import Fetch, KeyCache, Limits, Validator, Verdict
 
 __all__ = ["LocalValidatingResolver"]
 
-_CD = 0x0010
 
-
-class _CheckingDisabledTransport(ValidatingStubResolver):
-    """The stub's transport, sending DO=1 and CD=1 instead of asking for AD."""
-
-    def _make_query(self, qname: str, rdtype: int) -> tuple[int, bytes]:
-
-        query = dns.message.make_query(
-            qname,
-            dns.rdatatype.RdataType.make(rdtype),
-            want_dnssec=True,
-            use_edns=0,
-            payload=EDNS_PAYLOAD,
-        )
-        # RFC 4035 §3.2.2: CD asks the upstream not to validate (and not to hide bogus data).
-        query.flags = dns.flags.RD | dns.flags.CD
-        return query.id, query.to_wire()
-
-
-class LocalValidatingResolver:
+class LocalValidatingResolver(ValidatingStubResolver):
     """A `Resolver` that validates every answer itself, from `anchors` down.
 
     `nameservers` are (IP address, port) pairs of recursive resolvers,
-    validating or not.  `clock` is monotonic (cache ages), `wall_clock` is
-    seconds since the epoch (signature validity windows).
+    validating or not, anywhere (nothing they say is trusted).  `clock` is
+    monotonic (cache ages), `wall_clock` is seconds since the epoch (signature
+    validity windows).  It reuses the stub's transport, cache and sharing of
+    concurrent lookups; only the query flags, the verdict and the probe differ.
     """
 
     def __init__(
@@ -84,39 +66,32 @@ class LocalValidatingResolver:
         cache: AnswerCache | None = None,
         limits: Limits | None = None,
     ) -> None:
-        self._upstream = _CheckingDisabledTransport(
+        super().__init__(
             nameservers,
             timeout=timeout,
             attempts=attempts,
             allow_remote_resolver=True,
             clock=clock,
+            cache=cache,
         )
-        self.nameservers = self._upstream.nameservers
         self.validator = Validator(anchors, limits=limits, cache=KeyCache())
-        self.cache = cache if cache is not None else AnswerCache(clock)
         self._wall_clock = wall_clock
-        self._inflight: dict[tuple[str, str], asyncio.Future[Answer[Record]]] = {}
         self._fetches: dict[tuple[str, str], asyncio.Future[Reply | str]] = {}
         #: Why the upstream cannot be used for validation (RRSIGs stripped), once probed.
         self.upstream_problem: str | None = None
         self._probed = False
 
-    # -- the Resolver protocol --------------------------------------------------------
-
-    async def query(self, name: str, rdtype: str) -> Answer[Record]:
-        """Look up and validate `name`/`rdtype`; failures are answers, never exceptions."""
-        qname = canonical_name(name)
-        code = rdtype_code(rdtype)
-        key = (qname, _type_text(code))
-        cached = self.cache.get(*key)
-        if cached is not None:
-            return cached
-        pending = self._inflight.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._resolve(qname, code))
-            self._inflight[key] = pending
-            pending.add_done_callback(lambda done: self._forget(self._inflight, key, done))
-        return await asyncio.shield(pending)
+    def _make_query(self, qname: str, rdtype: int) -> tuple[int, bytes]:
+        query = dns.message.make_query(
+            qname,
+            dns.rdatatype.RdataType.make(rdtype),
+            want_dnssec=True,
+            use_edns=0,
+            payload=EDNS_PAYLOAD,
+        )
+        # RFC 4035 §3.2.2: CD asks the upstream not to validate (and not to hide bogus data).
+        query.flags = dns.flags.RD | dns.flags.CD
+        return query.id, query.to_wire()
 
     async def probe(self) -> ProbeResult:
         """Check that the upstream returns signatures and that the anchors' keys validate."""
@@ -141,7 +116,7 @@ class LocalValidatingResolver:
         answer: Answer[Record] | None = None
         for owner in sorted({a for a in self.validator.anchors}, key=len):
             name = owner.to_text()
-            result = await self._upstream.exchange(name, dns.rdatatype.DNSKEY)
+            result = await self.exchange(name, dns.rdatatype.DNSKEY)
             if isinstance(result, Answer):
                 self._probed = False  # a transient failure: probe again on the next lookup
                 return result
@@ -171,7 +146,7 @@ class LocalValidatingResolver:
             await self._probe_anchors()
         if self.upstream_problem is not None:
             return Answer.failure(qname, _type_text(rdtype), Security.ERROR, self.upstream_problem)
-        result = await self._upstream.exchange(qname, rdtype)
+        result = await self.exchange(qname, rdtype)
         if isinstance(result, Answer):
             answer = result
         else:
@@ -201,21 +176,18 @@ class LocalValidatingResolver:
         if pending is None:
             pending = asyncio.ensure_future(self._fetch_now(step))
             self._fetches[key] = pending
-            pending.add_done_callback(lambda done: self._forget(self._fetches, key, done))
+            pending.add_done_callback(lambda done: self._forget_fetch(key, done))
         return await asyncio.shield(pending)
 
     async def _fetch_now(self, step: Fetch) -> Reply | str:
-        result = await self._upstream.exchange(step.name, rdtype_code(step.rdtype))
+        result = await self.exchange(step.name, rdtype_code(step.rdtype))
         if isinstance(result, Answer):
             return result.reason or "lookup failed"
         return result[0]
 
-    @staticmethod
-    def _forget(
-        table: dict[tuple[str, str], Any], key: tuple[str, str], done: asyncio.Future[Any]
-    ) -> None:
-        if table.get(key) is done:
-            del table[key]
+    def _forget_fetch(self, key: tuple[str, str], done: asyncio.Future[Reply | str]) -> None:
+        if self._fetches.get(key) is done:
+            del self._fetches[key]
 
 
 def _with_verdict(answer: Answer[Record], verdict: Verdict, now: float) -> Answer[Record]:
@@ -228,6 +200,11 @@ def _with_verdict(answer: Answer[Record], verdict: Verdict, now: float) -> Answe
     if verdict.expires is not None:
         # Never cache past the earliest signature expiration the verdict relied on.
         ttl = max(0, min(ttl, math.floor(verdict.expires - now)))
+    if verdict.nxdomain_is_nodata and answer.kind is AnswerKind.NXDOMAIN:
+        # RFC 4035 §3.1.3.2: the proof shows an empty non-terminal: the name exists.
+        return replace(
+            answer, security=verdict.security, ttl=ttl, kind=AnswerKind.NODATA, rcode="NOERROR"
+        )
     return replace(answer, security=verdict.security, ttl=ttl)
 
 
