@@ -41,6 +41,7 @@ from relay.submission import (
     Network,
     parse_listen_address,
 )
+from tlsa.local_resolver import LocalValidatingResolver
 from tlsa.resolver import Nameserver, ValidatingStubResolver, remote_nameserver_problem
 from tlsa.trust_anchors import TrustAnchor, TrustAnchorError, load_trust_anchors
 
@@ -211,12 +212,9 @@ class DnsConfig:
 
     def check(self) -> None:
         """Rules across keys; raises Invalid naming the key as `key: message`."""
-        if self.validation == "local":
-            raise Invalid(
-                'validation: "local" (in-process DNSSEC validation) is not implemented yet; '
-                'use "resolver" with a validating resolver such as Unbound on loopback'
-            )
-        if self.nameservers and not self.allow_remote_resolver:
+        # With "local" nothing is trusted from the nameservers (every answer is validated
+        # here), so they may be anywhere; the loopback rule protects the AD bit only.
+        if self.validation == "resolver" and self.nameservers and not self.allow_remote_resolver:
             for address, _ in self.nameservers:
                 problem = remote_nameserver_problem(address)
                 if problem is not None:
@@ -643,13 +641,21 @@ def make_resolver(
 ) -> ValidatingStubResolver:
     """The resolver the [dns] section describes; ConfigError when it cannot be made.
 
-    `options` go to the resolver (a test clock, a cache).  Nameservers from
-    resolv.conf get the same loopback rule as configured ones, with a
-    message that says where they came from.
+    `options` go to the resolver (a test clock, a cache).  "local" validates
+    in-process from the trust anchors (tlsa.local_resolver.LocalValidatingResolver,
+    which reuses the stub's transport); "resolver" trusts
+    the AD bit, so nameservers from resolv.conf get the same loopback rule as
+    configured ones, with a message that says where they came from.
     """
-    if dns.validation != "resolver":
-        raise ConfigError(f'dns.validation: "{dns.validation}" is not implemented yet')
     nameservers = dns.effective_nameservers(resolv_conf)
+    if dns.validation == "local":
+        try:
+            anchors = dns.trust_anchors()
+        except TrustAnchorError as exc:
+            raise ConfigError(f"dns.trust_anchor: {exc}") from None
+        return LocalValidatingResolver(
+            nameservers, anchors, timeout=dns.timeout, attempts=dns.attempts, **options
+        )
     try:
         return ValidatingStubResolver(
             nameservers,
