@@ -22,7 +22,11 @@ How the chain is built (RFC 4035 §5, RFC 4033 §5):
   zone; a signed denial of the DS with the NS bit set (and SOA clear) is a
   provably insecure delegation; a denial without the NS bit is a name inside
   the current zone and the walk goes on.  The walk ends at the signer, which
-  must then be the apex of the zone reached.
+  must then be the apex of the zone reached.  The signer must also hold the
+  owner (RFC 4035 §5.3.1): a zone cut between them that an earlier walk found
+  (the key cache) makes the RRset BOGUS.  Labels between signer and owner are
+  not asked for DS one by one: that would cost a lookup per label of every
+  answer, and legitimate signers never sign below their own cuts.
 - An unsigned RRset or negative answer is INSECURE only when the same walk,
   toward its owner, proves an insecure delegation above it; otherwise BOGUS.
 - Negative answers and wildcard expansions need NSEC (RFC 4035 §5.4, RFC 6840
@@ -454,6 +458,14 @@ class _Run:
 
     # -- the chain of trust ----------------------------------------------------------------
 
+    def known_cut_between(self, signer: Name, owner: Name) -> Name | None:
+        """A cached zone cut strictly below `signer`, at or above `owner`, if any."""
+        for depth in range(len(signer) + 1, len(owner) + 1):
+            _, name = owner.split(depth)
+            if isinstance(self.v.cache.get(name, self.now), ZoneKeys | _Unproven):
+                return name
+        return None
+
     def closest_anchor(self, name: Name) -> Name | None:
         """The deepest trust anchor at or above `name` (RFC 4035 §4.4)."""
         return max((a for a in self.v.anchors if name.is_subdomain(a)), key=len, default=None)
@@ -628,6 +640,13 @@ class _Run:
             return Security.BOGUS, (
                 f"{what} is signed by {_text(signer)}, which is not a zone apex "
                 f"(the zone is {_text(zone.zone)})"
+            )
+        # RFC 4035 §5.3.1: the signer must be the zone holding the RRset.  Cuts below the
+        # signer that earlier walks found (cached) must not lie between it and the owner.
+        cut = self.known_cut_between(signer, owner if rdtype != _DS else owner.parent())
+        if cut is not None:
+            return Security.BOGUS, (
+                f"{what} is signed by {_text(signer)}, but {_text(cut)} is a zone cut between them"
             )
         problem = self.verify(rrset, sigs, zone)
         if problem is not None:

@@ -15,6 +15,7 @@ PURE_MODULES = [
     "tlsa/discovery.py",
     "relay/policy.py",
     "tlsa/replies.py",
+    "tlsa/validator.py",
     "relay/trouble.py",
     "relay/smtp_evidence.py",
     "relay/evidence.py",
