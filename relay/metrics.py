@@ -71,6 +71,7 @@ DANE_OUTCOMES = (
     "tls-handshake",  # the TLS handshake failed
     "tlsa-lookup-error",  # RFC 7672 §2.1.2: TLSA (or alias status) lookup failed
     "dane-required",  # dane-only, and the destination offers no usable DANE (RFC 7672 §6)
+    "no-resolver",  # the relay has no trustworthy validating resolver: nothing was tried
     "dns-error",  # MX or address lookup failed (RFC 7672 §2.1.2)
     "no-destination",  # the domain does not exist, or has a null MX (RFC 7505)
     "connect-error",  # no server could be reached
@@ -86,6 +87,7 @@ _MISMATCH = ("TLSA mismatch", "Server certificate not verified")
 _STARTTLS = ("STARTTLS not offered", "refused to start TLS")
 _HANDSHAKE = ("Cannot start TLS",)
 _TLSA_LOOKUP = ("TLSA lookup error", "DNSSEC status lookup error")
+_NO_RESOLVER = ("no trustworthy DNSSEC resolver",)  # relay.cli_serve, deferring everything
 _DANE_REQUIRED = (
     "non DNSSEC destination",
     "level dane-only requires DANE",
@@ -116,6 +118,8 @@ def dane_outcome(result: RecipientResult) -> str:
         return "tlsa-lookup-error"
     if _says(reason, _DANE_REQUIRED):
         return "dane-required"
+    if _says(reason, _NO_RESOLVER):
+        return "no-resolver"
     if dsn in (DSN_NO_SUCH_DOMAIN, DSN_NULL_MX):
         return "no-destination"
     if dsn == DSN_DNS_TEMPFAIL:  # RFC 3463 X.4.3 directory server failure

@@ -126,6 +126,10 @@ LABELS = [
         result(F, "4.4.3", "MX lookup for example.test. failed (bogus: RRSIG expired)", ip=None),
         "dns-error",
     ),
+    (
+        result(F, "4.4.3", "no trustworthy DNSSEC resolver: 10.0.0.1 is not on loopback", ip=None),
+        "no-resolver",
+    ),
     (result(B, "5.4.4", "the domain example.test. does not exist", ip=None), "no-destination"),
     (result(B, "5.1.10", "example.test. has a null MX", ip=None), "no-destination"),
     (result(F, "4.4.1", f"connect to {PEER}: Connection refused"), "connect-error"),
@@ -335,3 +339,12 @@ async def test_stop_closes_the_port_and_is_idempotent() -> None:
 async def test_malformed_listen_address(listen: str) -> None:
     with pytest.raises(ValueError):
         await Metrics().start_http(listen)
+
+
+def test_dane_outcome_when_serve_has_no_trustworthy_resolver() -> None:
+    """The deferral `serve` makes when it has no resolver to trust (relay.cli_serve)."""
+    from relay.cli_serve import no_resolver_reason
+    from relay.engine import not_attempted
+
+    report = not_attempted(["rcpt@example.test"], no_resolver_reason("10.0.0.1 is not loopback"))
+    assert [dane_outcome(r) for r in report.results] == ["no-resolver"]
