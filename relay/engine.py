@@ -488,15 +488,28 @@ class Engine:
     async def recover(self) -> Recovery:
         """The spool's start-up scan (run it before the listener accepts mail)."""
         recovery = await asyncio.to_thread(self.spool.recover)
+        finished = await asyncio.to_thread(self._remove_finished)
         self._recovered = True
         log.info(
-            "queue recovered: %d messages, %d set aside, %d orphan files removed%s",
+            "queue recovered: %d messages, %d set aside, %d orphan files removed%s, "
+            "%d finished messages removed",
             recovery.checked,
             len(recovery.set_aside),
             recovery.orphans_removed,
             " (orphan sweep skipped)" if recovery.orphan_sweep_skipped else "",
+            finished,
         )
         return recovery
+
+    def _remove_finished(self) -> int:
+        """Remove entries whose recipients are all final: a crash came between recording the
+        last outcome and the removal.  Their notices were stored before the outcome was
+        (module docstring), so nothing is owed any more; they are never due again."""
+        return sum(
+            1
+            for entry in self.spool.list_entries()
+            if entry.done and self.spool.remove_if_done(entry.id)
+        )
 
     async def run(self) -> None:
         """Deliver until `stop()`: dispatch what is due, sleep until more is due or `wake()`."""

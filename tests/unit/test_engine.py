@@ -35,7 +35,7 @@ from relay.errors import ConfigError
 from relay.evidence import DaneSummary, RecipientResult, TLSSummary
 from relay.evidence import RecipientStatus as Result
 from relay.schedule import RetryPolicy
-from relay.spool import QueueEntry, RecipientState, RecipientStatus, Spool
+from relay.spool import QueueEntry, RecipientState, RecipientStatus, RecipientUpdate, Spool
 
 T0 = 1_700_000_000.0
 SENDER = "alice@example.org"
@@ -409,25 +409,36 @@ async def test_delay_warning_is_sent_once(spool: Spool) -> None:
     assert entry is not None and entry.delay_warned
 
 
-async def test_per_destination_and_global_concurrency_limits(spool: Spool) -> None:
+@pytest.mark.parametrize(
+    ("domains", "destination_limit", "global_limit", "most"),
+    [
+        (["example.net"] * 6, 2, 10, 2),  # the destination's limit
+        (["a.example", "b.example", "c.example", "d.example", "e.example"], 2, 3, 3),  # global
+    ],
+)
+async def test_concurrency_limits(
+    spool: Spool, domains: list[str], destination_limit: int, global_limit: int, most: int
+) -> None:
     hold = asyncio.Event()
     deliverer, clock = FakeDeliverer(hold=hold), FakeClock()
-    for n in range(6):
-        await put(spool, f"user{n}@example.net")
-    for domain in ("a.example", "b.example", "c.example"):
-        await put(spool, f"user@{domain}")
+    for n, domain in enumerate(domains):
+        await put(spool, f"user{n}@{domain}")
     engine = make_engine(
-        spool, deliverer, clock, destination_concurrency_limit=2, concurrency_limit=3
+        spool,
+        deliverer,
+        clock,
+        destination_concurrency_limit=destination_limit,
+        concurrency_limit=global_limit,
     )
     running = asyncio.create_task(engine.run_once())
-    await until(lambda: sum(deliverer.active.values()) == 3)  # every slot taken, all held
+    await until(lambda: sum(deliverer.active.values()) == most)  # every slot taken, all held
     await asyncio.sleep(0.05)  # room for any attempt that would break a limit
-    assert deliverer.active["example.net"] == 2 and deliverer.most_overall == 3
+    assert sum(deliverer.active.values()) == most
     hold.set()
-    assert await running == 9
+    assert await running == len(domains)
     assert spool.count() == 0
-    assert deliverer.most["example.net"] == 2  # reached, never exceeded
-    assert deliverer.most_overall == 3
+    assert deliverer.most_overall == most  # reached, never exceeded
+    assert max(deliverer.most.values()) <= destination_limit
 
 
 async def test_stop_leaves_unfinished_messages_queued_untouched(spool: Spool) -> None:
@@ -661,3 +672,18 @@ async def until(condition: Callable[[], bool], deadline: float = 10.0) -> None:
         if loop.time() > end:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.005)
+
+
+async def test_recovery_removes_messages_left_finished_by_a_crash(spool: Spool) -> None:
+    """A crash between recording the last outcome and removing the entry leaves it done."""
+    done = await put(spool)
+    pending = await put(spool, "carol@example.net")
+    spool.record_attempt(
+        done,
+        now=T0,
+        updates=[RecipientUpdate("bob@example.net", RecipientStatus.DELIVERED, "250 ok")],
+    )
+    engine = make_engine(spool, FakeDeliverer(), FakeClock())
+    await engine.recover()
+    assert spool.entry(done) is None
+    assert spool.entry(pending) is not None

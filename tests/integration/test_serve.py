@@ -1,0 +1,559 @@
+"""`dane-relay serve` as a real subprocess: submit with smtplib, deliver through the DNS world.
+
+The relay runs as `python -m relay serve --config F` against the signed DNS
+world (NSD + validating Unbound) and TLS sinks of tests/integration/
+mailworld.py, all on loopback.  The tests watch it only from outside: the
+SMTP replies, its log (JSON lines on stderr, kept in a file), its spool
+(through `dane-relay queue` or the Spool API, both safe beside a running
+serve) and what the sinks received.  Waiting is polling with a deadline;
+nothing relies on a timed sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import ipaddress
+import json
+import random
+import re
+import signal
+import smtplib
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.config import system_nameservers
+from relay.spool import RecipientStatus, Spool
+from tests.integration.mailworld import (
+    Domain,
+    Host,
+    MailWorld,
+    Running,
+    Scenario,
+    Tlsa,
+    loopback_pool,
+    start_mail_world,
+)
+from tests.world import MissingTool
+
+pytestmark = pytest.mark.integration
+
+PROJECT = Path(__file__).resolve().parents[2]
+DEADLINE = 60.0
+ips = loopback_pool(180)
+
+
+def one_mx(name: str, tlsa: tuple[Tlsa, ...] = (Tlsa(3, 1, 1),)) -> Scenario:
+    zone = f"{name}.test."
+    return Scenario(name, Domain(zone, hosts=(Host("mx", next(ips), tlsa=tlsa),)))
+
+
+GOOD = one_mx("serve-good")
+MISMATCH = one_mx("serve-mismatch", (Tlsa(3, 1, 1, of="decoy"),))
+LATER = one_mx("serve-later")
+LOAD = one_mx("serve-load")
+SENDERS = one_mx("serve-senders")  # the senders' own domain, where notices go
+SENDER = "owner@serve-senders.test"
+
+
+@pytest.fixture(scope="module")
+def mail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailWorld]:
+    try:
+        world = start_mail_world(
+            tmp_path_factory.mktemp("serve-world"), [GOOD, MISMATCH, LATER, LOAD, SENDERS]
+        )
+    except MissingTool as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield world
+    finally:
+        world.stop()
+
+
+# -- running serve ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def message(marker: str, to: str) -> bytes:
+    return (
+        f"From: {SENDER}\r\nTo: {to}\r\nSubject: serve test {marker}\r\n"
+        f"Message-ID: <{marker}@serve.test>\r\n\r\nBody {marker}\r\n"
+    ).encode()
+
+
+@dataclass
+class Serve:
+    """One spool and config; the serve process on it can be started, killed and restarted."""
+
+    folder: Path
+    config: Path
+    port: int
+    log_file: Path
+    process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with self.log_file.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "relay",
+                "serve",
+                "--config",
+                str(self.config),
+                cwd=self.folder,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        starts = self.log_text().count(" started: listening on ")
+
+        async def started() -> bool:
+            assert self.process is not None
+            if self.process.returncode is not None:
+                pytest.fail(f"serve exited {self.process.returncode}:\n{self.log_text()}")
+            return self.log_text().count(" started: listening on ") > starts
+
+        await until(started, "serve to start")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+
+    async def wait(self) -> int:
+        assert self.process is not None
+        return await asyncio.wait_for(self.process.wait(), DEADLINE)
+
+    async def terminate(self) -> int:
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        return await self.wait()
+
+    def log_text(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    def log_records(self) -> list[dict[str, Any]]:
+        records = []
+        for line in self.log_text().splitlines():
+            if line.startswith("{"):
+                records.append(json.loads(line))
+        return records
+
+    def submit(self, marker: str, recipients: list[str], sender: str = SENDER) -> str:
+        """Send one message; the queue id from the 250 reply (RFC 5321 §6.1: it is on disk)."""
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as client:
+            client.ehlo("client.test")
+            client.mail(sender)
+            for rcpt in recipients:
+                code, reply = client.rcpt(rcpt)
+                assert code == 250, reply
+            code, reply = client.data(message(marker, recipients[0]))
+        assert code == 250, reply
+        found = re.search(rb"queued as ([0-9A-Z]{15})", reply)
+        assert found is not None, reply
+        return found[1].decode()
+
+    def spool(self) -> Spool:
+        return Spool(self.folder / "spool")
+
+    def queued(self) -> int:
+        with self.spool() as spool:
+            return spool.count()
+
+    def queue_listing(self) -> str:
+        with self.spool() as spool:
+            return "\n".join(
+                f"{e.id} <{e.sender}> "
+                + "; ".join(f"{r.address} {r.status.value} ({r.reason})" for r in e.recipients)
+                for e in spool.list_entries()
+            )
+
+    async def until_empty(self) -> None:
+        try:
+            await until(lambda: self.queued() == 0, "the spool to empty")
+        except AssertionError:
+            raise AssertionError(f"still queued:\n{self.queue_listing()}") from None
+
+
+def config_text(mail: MailWorld, port: int, delivery: str = "", log: str = "json") -> str:
+    text = mail.config_text(GOOD).replace("[delivery]\n", f"[delivery]\n{delivery}", 1)
+    return text + (
+        f'\n[listen]\naddress = "127.0.0.1:{port}"\n'
+        '\n[spool]\npath = "spool"\n'
+        f'\n[log]\nformat = "{log}"\n'
+    )
+
+
+@asynccontextmanager
+async def serving(
+    tmp_path: Path, mail: MailWorld, *, delivery: str = "", log: str = "json"
+) -> AsyncIterator[Serve]:
+    port = free_port()
+    config = tmp_path / "relay.toml"
+    config.write_text(config_text(mail, port, delivery, log))
+    serve = Serve(tmp_path, config, port, tmp_path / "serve.log")
+    await serve.start()
+    try:
+        yield serve
+    finally:
+        if serve.process is not None and serve.process.returncode is None:
+            code = await serve.terminate()
+            assert code == 0, serve.log_text()
+
+
+async def until(
+    condition: Callable[[], bool | Awaitable[bool]], what: str, deadline: float = DEADLINE
+) -> None:
+    end = time.monotonic() + deadline
+    while True:
+        outcome = condition()
+        if not isinstance(outcome, bool):
+            outcome = await outcome
+        if outcome:
+            return
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def arrived(running: Running, host: str, marker: str) -> list[Any]:
+    return [m for m in running[host].sink.messages if marker.encode() in m.data]
+
+
+async def queue_cli(serve: Serve, *args: str) -> Any:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "relay",
+        "queue",
+        *args,
+        "--spool",
+        str(serve.folder / "spool"),
+        cwd=PROJECT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), DEADLINE)
+    assert process.returncode == 0, err.decode()
+    return json.loads(out) if "--json" in args else out.decode()
+
+
+# -- the tests ------------------------------------------------------------------------------
+
+
+async def test_submitted_mail_is_delivered_verified_and_logged(
+    tmp_path: Path, mail: MailWorld
+) -> None:
+    rcpt = "user@serve-good.test"
+    async with mail.serve("serve-good") as running, serving(tmp_path, mail) as serve:
+        marker = f"good-{uuid.uuid4().hex}"
+        queue_id = await asyncio.to_thread(serve.submit, marker, [rcpt])
+        await until(lambda: bool(arrived(running, "mx.serve-good.test", marker)), "delivery")
+        (received,) = arrived(running, "mx.serve-good.test", marker)
+        assert received.over_tls and received.rcpt_tos == (rcpt,)
+        assert received.mail_from == SENDER
+
+        def recipient_logged() -> bool:
+            return any(
+                r.get("event") == "recipient" and r.get("queue_id") == queue_id
+                for r in serve.log_records()
+            )
+
+        await until(recipient_logged, "the recipient line")
+        records = [r for r in serve.log_records() if r.get("queue_id") == queue_id]
+        messages = [r["message"] for r in records]
+        assert any(
+            m.startswith(f"{queue_id}: Verified TLS connection established to mx.serve-good.test[")
+            for m in messages
+        ), messages
+        assert any(
+            re.match(rf"{queue_id}: .*: TLSA 3 1 1 \w+ matched at depth 0", m) for m in messages
+        )
+        (line,) = [r for r in records if r.get("event") == "recipient"]
+        assert line["recipient"] == rcpt and line["status"] == "sent"
+        assert (
+            line["mx"] == "mx.serve-good.test"
+            and line["ip"] == running["mx.serve-good.test"].address
+        )
+        assert line["tls"]["level"] == "verified" and line["dsn"].startswith("2.")
+        assert line["reason"]
+        await serve.until_empty()
+
+
+async def test_tlsa_mismatch_stays_queued_with_the_reason(tmp_path: Path, mail: MailWorld) -> None:
+    rcpt = "user@serve-mismatch.test"
+    async with mail.serve("serve-mismatch") as running, serving(tmp_path, mail) as serve:
+        queue_id = await asyncio.to_thread(serve.submit, f"mismatch-{uuid.uuid4().hex}", [rcpt])
+
+        async def deferred() -> bool:
+            listing = await queue_cli(serve, "list", "--json")
+            entry = next((e for e in listing if e["id"] == queue_id), None)
+            return entry is not None and entry["recipients"][0]["status"] == "deferred"
+
+        await until(deferred, "the deferral")
+        listing = await queue_cli(serve, "list", "--json")
+        (entry,) = [e for e in listing if e["id"] == queue_id]
+        (recipient,) = entry["recipients"]
+        assert recipient["address"] == rcpt
+        assert "TLSA mismatch" in recipient["reason"]
+        assert running["mx.serve-mismatch.test"].sink.messages == []  # never handed over
+        assert any(
+            r.get("queue_id") == queue_id and r.get("status") == "deferred"
+            for r in serve.log_records()
+        )
+
+
+async def test_deferred_then_delivered_once_the_destination_is_fixed(
+    tmp_path: Path, mail: MailWorld
+) -> None:
+    rcpt = "user@serve-later.test"
+    marker = f"later-{uuid.uuid4().hex}"
+    async with serving(tmp_path, mail) as serve:
+        queue_id = await asyncio.to_thread(serve.submit, marker, [rcpt])  # no server yet
+
+        def deferred() -> bool:
+            with serve.spool() as spool:
+                entry = spool.entry(queue_id)
+            return entry is not None and entry.recipients[0].attempts >= 1
+
+        await until(deferred, "the first attempt")
+        with serve.spool() as spool:
+            entry = spool.entry(queue_id)
+        assert entry is not None and entry.recipients[0].status is RecipientStatus.DEFERRED
+        async with mail.serve("serve-later") as running:
+            await queue_cli(serve, "flush", queue_id)
+            await until(lambda: bool(arrived(running, "mx.serve-later.test", marker)), "delivery")
+            assert arrived(running, "mx.serve-later.test", marker)[0].over_tls
+            await serve.until_empty()
+
+
+async def test_expired_message_bounces_to_the_sender_with_a_dsn(
+    tmp_path: Path, mail: MailWorld
+) -> None:
+    """maximal_queue_lifetime = 1 s: the second attempt finds the message expired."""
+    rcpt = "user@serve-mismatch.test"
+    marker = f"expire-{uuid.uuid4().hex}"
+    delivery = "minimal_backoff_time = 1\nmaximal_queue_lifetime = 1\n"
+    async with (
+        mail.serve("serve-mismatch"),
+        mail.serve("serve-senders") as senders,
+        serving(tmp_path, mail, delivery=delivery) as serve,
+    ):
+        queue_id = await asyncio.to_thread(serve.submit, marker, [rcpt])
+        host = "mx.serve-senders.test"
+        await until(lambda: bool(arrived(senders, host, marker)), "the bounce notice")
+        (notice,) = arrived(senders, host, marker)
+        assert notice.mail_from in ("", "<>") and notice.rcpt_tos == (SENDER,)
+        parsed = email.message_from_bytes(notice.data)
+        assert parsed.get_content_type() == "multipart/report"
+        assert parsed.get_param("report-type") == "delivery-status"
+        status = next(p for p in parsed.walk() if p.get_content_type() == "message/delivery-status")
+        groups = status.get_payload()
+        assert isinstance(groups, list)
+        assert groups[1]["Action"] == "failed"
+        assert groups[1]["Final-Recipient"] == f"rfc822; {rcpt}"
+        text = notice.data.decode(errors="replace")
+        assert "message expired after" in text and "TLSA mismatch" in text
+        assert f"<{marker}@serve.test>" in text  # the original headers came back
+        await serve.until_empty()
+        assert any(
+            r.get("queue_id") == queue_id and r.get("status") == "expired"
+            for r in serve.log_records()
+        )
+
+
+async def test_sigterm_exits_0_and_loses_nothing(tmp_path: Path, mail: MailWorld) -> None:
+    rcpt = "user@serve-load.test"
+    host = "mx.serve-load.test"
+    markers = [f"term-{n}-{uuid.uuid4().hex}" for n in range(30)]
+    async with mail.serve("serve-load") as running, serving(tmp_path, mail, log="text") as serve:
+
+        def submit_all() -> None:
+            for marker in markers:
+                serve.submit(marker, [rcpt])
+
+        await asyncio.to_thread(submit_all)
+        assert await serve.terminate() == 0  # while deliveries are under way
+        log = serve.log_text()
+        assert "SIGTERM received" in log and " stopped; " in log
+        with serve.spool() as spool:
+            queued = {m for e in spool.list_entries() for m in markers if _has(spool, e.id, m)}
+        delivered = {m for m in markers if arrived(running, host, m)}
+        assert queued | delivered == set(markers)  # each one delivered or still queued
+        await serve.start()  # the rest goes out after the restart
+        await until(lambda: all(arrived(running, host, m) for m in markers), "every message")
+
+
+def _has(spool: Spool, queue_id: str, marker: str) -> bool:
+    content = spool.read_content(queue_id)
+    return isinstance(content, bytes) and marker.encode() in content
+
+
+async def test_kill_9_during_a_500_message_load_loses_nothing(
+    tmp_path: Path, mail: MailWorld
+) -> None:
+    """kill -9 at random moments; clients retry as SMTP clients do; every 250 is delivered."""
+    rcpt = "user@serve-load.test"
+    host = "mx.serve-load.test"
+    total, threads = 500, 5
+    accepted: set[str] = set()
+    lock = threading.Lock()
+    done = threading.Event()
+    rng = random.Random(5)
+
+    async with mail.serve("serve-load") as running, serving(tmp_path, mail) as serve:
+
+        def client(numbers: range) -> None:
+            for n in numbers:
+                marker = f"load-{n}-{uuid.uuid4().hex}"
+                end = time.monotonic() + DEADLINE
+                while True:
+                    try:
+                        serve.submit(marker, [rcpt])
+                    except (OSError, smtplib.SMTPException, AssertionError):
+                        if time.monotonic() > end:
+                            raise
+                        time.sleep(0.02)  # the relay is restarting: try again, as clients do
+                        continue
+                    with lock:
+                        accepted.add(marker)
+                    break
+
+        async def killer() -> int:
+            kills = 0
+            while not done.is_set():
+                await asyncio.sleep(rng.uniform(0.2, 1.0))
+                if done.is_set():
+                    break
+                serve.kill()
+                await serve.wait()
+                kills += 1
+                await serve.start()
+            return kills
+
+        chunk = total // threads
+        clients = asyncio.gather(
+            *(asyncio.to_thread(client, range(i * chunk, (i + 1) * chunk)) for i in range(threads))
+        )
+        killing = asyncio.create_task(killer())
+        try:
+            await clients
+        finally:
+            done.set()
+            kills = await killing
+        assert kills >= 1
+        assert len(accepted) == total
+
+        def all_delivered() -> bool:
+            got = {m for m in accepted if arrived(running, host, m)}
+            return got == accepted
+
+        await until(all_delivered, "every accepted message", deadline=120)
+        assert all(m.over_tls for m in running[host].sink.messages)
+        await serve.until_empty()
+
+
+async def test_a_second_serve_on_the_same_spool_exits_2(tmp_path: Path, mail: MailWorld) -> None:
+    async with serving(tmp_path, mail) as serve:
+        second = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "relay",
+            "serve",
+            "--config",
+            str(serve.config),
+            cwd=serve.folder,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(second.communicate(), DEADLINE)
+        assert second.returncode == 2
+        lines = err.decode().strip().splitlines()
+        assert len(lines) == 1 and "is in use by another dane-relay serve (pid" in lines[0], lines
+
+
+async def test_invalid_config_exits_2_with_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text('[delivery]\nmaximal_queue_lifetime = "forever"\n')
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay", "serve", "--config", str(config),
+        cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), DEADLINE)
+    assert process.returncode == 2
+    (line,) = err.decode().strip().splitlines()
+    assert "delivery.maximal_queue_lifetime: must be" in line
+    assert not (tmp_path / "spool").exists()
+
+
+async def test_explicit_remote_nameserver_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text('[dns]\nnameservers = ["192.0.2.53"]\n')
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay", "serve", "--config", str(config),
+        cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), DEADLINE)
+    assert process.returncode == 2
+    (line,) = err.decode().strip().splitlines()
+    assert "dns.nameservers" in line and "loopback" in line
+
+
+async def test_default_dns_on_this_machine_starts_and_defers_loudly(tmp_path: Path) -> None:
+    """The embedded defaults but for the listen port (2525 may be taken on a test machine).
+
+    DNS comes from /etc/resolv.conf.  Where it lists a resolver that is not on
+    loopback (as on these machines), serve starts, logs a loud error and
+    defers every delivery with "no trustworthy DNSSEC resolver"; where it
+    lists only loopback resolvers, serve starts with them.
+    """
+    refused = [ip for ip, _ in system_nameservers() if not _loopback(ip)]
+    port = free_port()
+    config = tmp_path / "relay.toml"
+    config.write_text(f'[listen]\naddress = "127.0.0.1:{port}"\n')
+    serve = Serve(tmp_path, config, port, tmp_path / "serve.log")
+    await serve.start()
+    try:
+        log = serve.log_text()
+        assert f"spool {tmp_path / 'spool'}" in log  # the default spool: in the working dir
+        if not refused:
+            assert "DNS: validating resolver" in log
+            return
+        assert "error: NO TRUSTWORTHY DNSSEC RESOLVER: dns.nameservers" in log
+        assert refused[0] in log
+        queue_id = await asyncio.to_thread(serve.submit, "default-dns", ["user@example.com"])
+
+        def deferred() -> bool:
+            with serve.spool() as spool:
+                entry = spool.entry(queue_id)
+            return entry is not None and entry.recipients[0].status is RecipientStatus.DEFERRED
+
+        await until(deferred, "the deferral")
+        with serve.spool() as spool:
+            entry = spool.entry(queue_id)
+        assert entry is not None
+        (recipient,) = entry.recipients
+        assert recipient.reason.startswith("no trustworthy DNSSEC resolver: ")
+        assert recipient.dsn_status == "4.4.3"
+        assert f"{queue_id}: to=<user@example.com>, relay=none" in serve.log_text()
+    finally:
+        assert await serve.terminate() == 0, serve.log_text()
+
+
+def _loopback(ip: str) -> bool:
+    return ipaddress.ip_address(ip).is_loopback
