@@ -23,7 +23,9 @@ the engine of a running `serve` looks at the spool at least once a second
 
 Exit status: 0 done; 1 no such message (unknown id, or delivered or deleted
 meanwhile), or the spool could not do it (one line on stderr); 2 bad usage
-(malformed id, bad option, invalid configuration, no spool at the path).
+(malformed id, bad option, invalid configuration, no spool at the path, or
+root asked to open a spool another user owns: files SQLite creates would
+then belong to root and lock the relay out).
 Queue ids are case-insensitive on the command line.
 
 Everything printed that came from a client or a server (addresses, reasons,
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -61,6 +64,7 @@ __all__ = [
     "entry_json",
     "format_age",
     "list_text",
+    "owner_problem",
     "printable",
     "register",
     "show_json",
@@ -169,10 +173,27 @@ def open_existing(args: argparse.Namespace) -> Spool:
             f"queue: no spool at {path} (no queue.db; `dane-relay serve` creates it): "
             "check --spool or [spool] path"
         )
+    problem = owner_problem(os.geteuid(), path.stat().st_uid, path)
+    if problem is not None:
+        raise UsageError(problem)
     try:
         return Spool(path)
     except SpoolError as error:
         raise _Failed(str(error)) from None
+
+
+def owner_problem(euid: int, owner: int, path: Path) -> str | None:
+    """Why root must not open a spool someone else owns, or None.
+
+    SQLite creates queue.db-wal and -shm when none exist (serve stopped); made
+    by root, they would lock the relay's own user out of its queue.
+    """
+    if euid == 0 and owner != 0:
+        return (
+            f"queue: {path} belongs to uid {owner}; run the queue command as that user "
+            f"(e.g. sudo -u '#{owner}' dane-relay queue ...), not as root"
+        )
+    return None
 
 
 def queue_id_argument(text: str) -> str:

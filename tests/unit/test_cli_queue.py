@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from relay.cli import main
-from relay.cli_queue import format_age, list_text, printable, show_text
+from relay.cli_queue import format_age, list_text, owner_problem, printable, show_text
 from relay.spool import RecipientStatus, RecipientUpdate, SetAside, Spool, open_spool
 
 MESSAGE = b"From: a@example.org\r\nTo: b@example.net\r\nSubject: hello\r\n\r\nBody.\r\n"
@@ -378,3 +378,14 @@ def test_spool_and_config_are_exclusive(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["queue", "list", "--spool", str(tmp_path), "--config", str(tmp_path / "f")])
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("euid", "owner", "refused"),
+    [(0, 0, False), (0, 10025, True), (10025, 10025, False), (1000, 10025, False)],
+)
+def test_root_does_not_open_a_spool_another_user_owns(euid: int, owner: int, refused: bool) -> None:
+    problem = owner_problem(euid, owner, Path("/var/spool/dane-relay"))
+    assert (problem is not None) == refused
+    if problem is not None:
+        assert "belongs to uid 10025" in problem and "\n" not in problem
