@@ -38,7 +38,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from tlsa.records import DIGEST_STRENGTH, MatchingType, Selector, TLSARecord, Usage, digest
 
-__all__ = ["MAX_CHAIN_CERTS", "MAX_PATH_CERTS", "RecordResult", "Verdict", "verify"]
+__all__ = [
+    "MAX_CHAIN_CERTS",
+    "MAX_PATH_CERTS",
+    "MAX_VERIFY_STEPS",
+    "RecordResult",
+    "Verdict",
+    "verify",
+]
 
 #: Chains longer than this are refused rather than searched (bounds the work).
 MAX_CHAIN_CERTS = 32
@@ -46,6 +53,11 @@ MAX_CHAIN_CERTS = 32
 MAX_PATH_CERTS = 10
 #: Most path-building steps when searching paths to one trust anchor.
 _MAX_STEPS = 2000
+#: Most path-building steps in one `verify()` call, over all records and anchors.  A
+#: hostile server and TLSA RRset (both chosen by the recipient domain) can otherwise
+#: make every record of a large RRset search many paths; past this budget the
+#: remaining searches find nothing, so the verdict fails closed.
+MAX_VERIFY_STEPS = 10000
 
 _PublicKey = (
     rsa.RSAPublicKey
@@ -318,8 +330,10 @@ class _Chain:
 
     certs: list[_Cert]
     now: dt.datetime
-    steps: int = 0
+    steps: int = 0  # in the current search (one anchor)
+    spent: int = 0  # in this whole verify() call
     _signed: dict[tuple[bytes, bytes], bool] = field(default_factory=dict)
+    _key_signed: dict[bytes, bool] = field(default_factory=dict)  # current search's bare key
 
     @property
     def leaf(self) -> _Cert:
@@ -348,7 +362,15 @@ class _Chain:
         if anchor.cert is not None:
             return anchor.cert.der != subject.der and self.issued_by(subject, anchor.cert)
         # RFC 7671 §5.2.3: a bare key anchors the certificate whose signature it verifies.
-        return _signature_verifies(subject.cert, anchor.key)
+        # Memoised for the current search (one anchor): it asks again at many steps.
+        if subject.der not in self._key_signed:
+            self._key_signed[subject.der] = _signature_verifies(subject.cert, anchor.key)
+        return self._key_signed[subject.der]
+
+    @property
+    def exhausted(self) -> bool:
+        """The last search stopped at a step budget (this anchor's or the call's)."""
+        return self.steps > _MAX_STEPS or self.spent > MAX_VERIFY_STEPS
 
     def paths_to(self, anchor: _Anchor) -> Iterator[list[_Cert]]:
         """Candidate paths leaf → … → (just below) the anchor, found depth-first.
@@ -361,13 +383,15 @@ class _Chain:
         """
         pool = [c for c in self.issuer_pool() if anchor.cert is None or c.der != anchor.cert.der]
         self.steps = 0
+        self._key_signed = {}
         yield from self._extend([self.leaf], pool, anchor)
 
     def _extend(
         self, path: list[_Cert], pool: list[_Cert], anchor: _Anchor
     ) -> Iterator[list[_Cert]]:
         self.steps += 1
-        if self.steps > _MAX_STEPS:
+        self.spent += 1
+        if self.exhausted:
             return
         tip = path[-1]
         if self.anchor_issued(tip, anchor):
@@ -375,6 +399,8 @@ class _Chain:
         if len(path) >= MAX_PATH_CERTS:
             return
         for candidate in pool:
+            if self.exhausted:
+                return
             if all(candidate is not c for c in path) and self.issued_by(tip, candidate):
                 yield from self._extend([*path, candidate], pool, anchor)
 
@@ -630,7 +656,7 @@ def _evaluate_ta(record: TLSARecord, chain: _Chain, names: Sequence[str]) -> Rec
                 failure = (depth, f"trust anchor is {anchor.describe(depth)}, but {problem}")
     if failure is not None:
         return RecordResult(record, True, False, failure[1], failure[0])
-    limit = " (path search limit reached)" if chain.steps > _MAX_STEPS else ""
+    limit = " (path search limit reached)" if chain.exhausted else ""
     first = anchors[0]
     return RecordResult(
         record,
@@ -647,8 +673,8 @@ def _name_checked(
     # RFC 7672 §3.2.2: with DANE-TA the leaf must match a reference identifier.
     matched_name = _leaf_name_matches(chain.leaf, names)
     if matched_name is None:
-        presented = ", ".join(chain.leaf.ext.dns_names or chain.leaf.common_names) or "none"
-        wanted = ", ".join(names) or "none"
+        presented = _name_list(chain.leaf.ext.dns_names or chain.leaf.common_names)
+        wanted = _name_list(names)
         reason = (
             f"trust anchor is {anchor}, the path is valid, but the leaf's names "
             f"({presented}) match no reference identifier ({wanted})"
@@ -656,6 +682,22 @@ def _name_checked(
         return RecordResult(record, True, False, reason, depth)
     reason = f"trust anchor is {anchor}, the path is valid and the leaf matches {matched_name}"
     return RecordResult(record, True, True, reason, depth)
+
+
+#: Names a reason lists before it says how many more there are (a hostile leaf may
+#: carry thousands of subjectAltNames; reasons end up in logs and DSNs).
+_NAMES_SHOWN = 5
+
+
+def _printable(name: str) -> str:
+    """A name from a certificate as reason text: at most 255 characters, controls escaped."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in name[:255])
+
+
+def _name_list(names: Sequence[str]) -> str:
+    shown = ", ".join(_printable(name) for name in names[:_NAMES_SHOWN]) or "none"
+    more = len(names) - _NAMES_SHOWN
+    return f"{shown} and {more} more" if more > 0 else shown
 
 
 def _unusable(record: TLSARecord, problem: str, chain: _Chain | None) -> RecordResult:
@@ -696,7 +738,13 @@ def _evaluate_all(
 ) -> list[RecordResult]:
     hidden = _hidden_by_agility(records)
     results = []
+    # A repeated record gets the first one's result: a hostile RRset full of copies
+    # costs one evaluation, not one per copy (the step budget is shared, see _Chain).
+    done: dict[TLSARecord, RecordResult] = {}
     for index, record in enumerate(records):
+        if record in done and index not in hidden:
+            results.append(done[record])
+            continue
         problem = record.smtp_problem() or hidden.get(index)
         if problem is not None:
             results.append(_unusable(record, problem, chain))
@@ -706,6 +754,7 @@ def _evaluate_all(
             results.append(_evaluate_ee(record, chain))
         else:
             results.append(_evaluate_ta(record, chain, names))
+        done.setdefault(record, results[-1])
     return results
 
 
