@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import email.message
 import ipaddress
 import json
 import random
@@ -365,8 +366,10 @@ async def test_expired_message_bounces_to_the_sender_with_a_dsn(
         status = next(p for p in parsed.walk() if p.get_content_type() == "message/delivery-status")
         groups = status.get_payload()
         assert isinstance(groups, list)
-        assert groups[1]["Action"] == "failed"
-        assert groups[1]["Final-Recipient"] == f"rfc822; {rcpt}"
+        fields = groups[1]
+        assert isinstance(fields, email.message.Message)
+        assert fields["Action"] == "failed"
+        assert fields["Final-Recipient"] == f"rfc822; {rcpt}"
         text = notice.data.decode(errors="replace")
         assert "message expired after" in text and "TLSA mismatch" in text
         assert f"<{marker}@serve.test>" in text  # the original headers came back
@@ -557,3 +560,35 @@ async def test_default_dns_on_this_machine_starts_and_defers_loudly(tmp_path: Pa
 
 def _loopback(ip: str) -> bool:
     return ipaddress.ip_address(ip).is_loopback
+
+
+async def test_sighup_reloads_the_log_format_and_refuses_a_bad_file(
+    tmp_path: Path, mail: MailWorld
+) -> None:
+    async with serving(tmp_path, mail, log="text") as serve:
+        assert serve.process is not None
+        text = config_text(mail, serve.port, log="json").replace(
+            f"127.0.0.1:{serve.port}", f"127.0.0.1:{free_port()}"
+        )
+        serve.config.write_text(text)
+        serve.process.send_signal(signal.SIGHUP)
+
+        def reloaded() -> bool:
+            return any("configuration reloaded" in r["message"] for r in serve.log_records())
+
+        await until(reloaded, "the reload")  # said in JSON: the new format is in force
+        await until(
+            lambda: any("only after a restart" in r["message"] for r in serve.log_records()),
+            "the note on [listen]",
+        )
+        note = next(r for r in serve.log_records() if "only after a restart" in r["message"])
+        assert "[listen]" in note["message"]
+        serve.config.write_text('[log]\nformat = "yaml"\n')
+        serve.process.send_signal(signal.SIGHUP)
+        await until(
+            lambda: any("not reloaded" in r["message"] for r in serve.log_records()), "the refusal"
+        )
+        refusal = next(r for r in serve.log_records() if "not reloaded" in r["message"])
+        assert refusal["level"] == "error" and "log.format" in refusal["message"]
+        queue_id = await asyncio.to_thread(serve.submit, "after-reload", ["user@serve-good.test"])
+        assert queue_id  # still accepting on the original socket

@@ -187,7 +187,9 @@ def delivery_status(notice: email.message.Message) -> list[email.message.Message
         if part.get_content_type() == "message/delivery-status":
             payload = part.get_payload()
             assert isinstance(payload, list)
-            return payload[1:]  # [0] is the per-message group
+            groups = [g for g in payload[1:] if isinstance(g, email.message.Message)]
+            assert len(groups) == len(payload) - 1  # [0] is the per-message group
+            return groups
     raise AssertionError("no message/delivery-status part")
 
 
