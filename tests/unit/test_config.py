@@ -88,7 +88,6 @@ def test_remote_nameserver_accepted_when_allowed(tmp_path: Path) -> None:
         ("[dns]\nattempts = 2.5", "dns.attempts", "integer from 1 to 10"),
         ("[dns]\nattempts = true", "dns.attempts", "integer from 1 to 10"),
         ('[dns]\nvalidation = "dnssec"', "dns.validation", '"resolver" or "local"'),
-        ('[dns]\nvalidation = "local"', "dns.validation", "not implemented yet"),
         ('[dns]\nallow_remote_resolver = "yes"', "dns.allow_remote_resolver", "true or false"),
         ('[dns]\nnameservers = "127.0.0.1"', "dns.nameservers", "list of strings"),
         ("[dns]\nnameservers = []", "dns.nameservers", "at least one"),
@@ -115,6 +114,15 @@ def test_bad_values_name_the_key_in_one_line(
     assert words in message
     assert "\n" not in message
     assert isinstance(caught.value, UsageError)
+
+
+def test_local_validation_accepts_a_remote_upstream(tmp_path: Path) -> None:
+    """With validation = "local" nothing is trusted from upstream, so no loopback rule."""
+    config = Config.load(
+        write(tmp_path, '[dns]\nvalidation = "local"\nnameservers = ["192.0.2.1"]')
+    )
+    assert config.dns.validation == "local"
+    assert config.dns.nameservers == (("192.0.2.1", 53),)
 
 
 def test_remote_nameserver_error_says_how_to_override(tmp_path: Path) -> None:
