@@ -196,6 +196,8 @@ class _StreamServer:
             await self.handle(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError):
             pass  # a peer that goes away is part of the show
+        except asyncio.CancelledError:
+            pass  # stop(): the connection ends with the server
         finally:
             self._tasks.discard(task)
             writer.close()
