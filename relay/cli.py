@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from relay import (
     __version__,
     cli_check,
+    cli_demo,
     cli_dns,
     cli_queue,
     cli_send,
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_send.register(commands)
     cli_user.register(commands)
     cli_check.register(commands)
+    cli_demo.register(commands)
     cli_queue.register(commands)
     cli_serve.register(commands)
     return parser

@@ -55,9 +55,9 @@ async def opportunistic_send(
     domain = recipient.rpartition("@")[2]
     try:
         mx_answer = await resolver.resolve(domain, "MX")
-        best = min(mx_answer, key=lambda mx: mx.preference)  # type: ignore[attr-defined]
-        result.mx = best.exchange.to_text().rstrip(".")  # type: ignore[attr-defined]
-        result.mx_answer = f"MX {best.preference} {result.mx}"  # type: ignore[attr-defined]
+        best = min(mx_answer, key=lambda mx: mx.preference)
+        result.mx = best.exchange.to_text().rstrip(".")
+        result.mx_answer = f"MX {best.preference} {result.mx}"
         result.log.append(f"MX of {domain}: {result.mx} (not validated)")
         a_answer = await resolver.resolve(result.mx, "A")
         result.address = a_answer[0].to_text()

@@ -18,6 +18,7 @@ __all__ = [
     "ScenarioResult",
     "Step",
     "WorldFacts",
+    "surprises",
 ]
 
 #: The JSON `attack` values (issue 8).
@@ -97,3 +98,32 @@ class WorldFacts:
 class DemoReport:
     world: WorldFacts
     scenarios: tuple[ScenarioResult, ...]
+
+
+def surprises(report: DemoReport) -> list[str]:
+    """What did not turn out as the demo shows it should; [] when the show went as planned.
+
+    Every attack must leak the message from the opportunistic sender and nothing
+    from dane-relay, which defers; with no attack both must deliver.
+    """
+    found = []
+    for result in report.scenarios:
+        label = f"({result.scenario.id}) {result.scenario.title}"
+        o, d = result.opportunistic, result.dane_relay
+        if d.attacker_captured:
+            found.append(
+                f"{label}: the attacker captured {len(d.attacker_captured)} bytes from dane-relay"
+            )
+        if result.scenario.attack == "none":
+            for run in (o, d):
+                if run.outcome != "delivered":
+                    found.append(f"{label}: {run.sender} did not deliver: {run.reason}")
+        else:
+            if d.outcome != "deferred":
+                found.append(f"{label}: dane-relay {d.outcome}: {d.reason}")
+            if not o.attacker_captured:
+                found.append(
+                    f"{label}: the attack captured nothing from the opportunistic "
+                    f"sender ({o.outcome}: {o.reason})"
+                )
+    return found

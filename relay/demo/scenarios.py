@@ -119,8 +119,8 @@ async def run_demo(scenarios: Sequence[Scenario] = SCENARIOS) -> DemoReport:
             recipient_mx=n.recipient_mx,
             attacker_mx=n.attacker_mx,
             addresses=(
-                ("honest DNS resolver", "%s:%d" % world.dns_address(False)),
-                ("poisoned DNS resolver", "%s:%d" % world.dns_address(True)),
+                ("honest DNS resolver", _where(world.dns_address(False))),
+                ("poisoned DNS resolver", _where(world.dns_address(True))),
                 (f"{n.recipient_mx} (the path to it)", f"{n.path_address}:{world.port}"),
                 (f"{n.recipient_mx} (the real server)", f"{n.recipient_backend}:{world.port}"),
                 (f"{n.attacker_mx} (the attacker)", f"{n.attacker_address}:{world.port}"),
@@ -131,6 +131,10 @@ async def run_demo(scenarios: Sequence[Scenario] = SCENARIOS) -> DemoReport:
             message=message,
         )
         return DemoReport(facts, tuple(results))
+
+
+def _where(address: tuple[str, int]) -> str:
+    return f"{address[0]}:{address[1]}"
 
 
 async def run_scenario(world: DemoWorld, scenario: Scenario, message: bytes) -> ScenarioResult:

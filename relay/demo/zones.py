@@ -30,6 +30,7 @@ import dns.rrset
 import dns.zone
 from cryptography.hazmat.primitives.asymmetric import ec
 from dns.dnssectypes import Algorithm
+from dns.rdtypes.dnskeybase import Flag
 
 __all__ = [
     "Authority",
@@ -64,7 +65,7 @@ class _SigningKey:
     def generate(cls) -> _SigningKey:
         private = ec.generate_private_key(ec.SECP256R1())
         # One key per zone with the SEP bit (a "combined signing key", RFC 6781 §3.1).
-        flags = dns.dnssec.Flag.ZONE | dns.dnssec.Flag.SEP
+        flags = Flag.ZONE | Flag.SEP
         dnskey = dns.dnssec.make_dnskey(private.public_key(), _ALGORITHM, flags=flags)
         return cls(private, dnskey)
 
@@ -140,7 +141,10 @@ class Authority:
         return response
 
     def _zone_for(self, qname: dns.name.Name, rdtype: int) -> dns.zone.Zone | None:
-        """The deepest zone holding `qname`; for DS at a zone's apex, its parent (RFC 4035 §3.1.4.1)."""
+        """The deepest zone holding `qname`; for DS at a zone apex, its parent.
+
+        RFC 4035 §3.1.4.1: the DS RRset lives on the parent side of the cut.
+        """
         holding = sorted(
             (z for z in self.zones if z.origin is not None and qname.is_subdomain(z.origin)),
             key=lambda z: len(z.origin or dns.name.root),
@@ -159,7 +163,11 @@ class Authority:
         dnssec: bool,
     ) -> None:
         node = zone.get_node(qname)
-        rdataset = node.get_rdataset(_IN, rdtype) if node is not None else None
+        rdataset = (
+            node.get_rdataset(_IN, dns.rdatatype.RdataType.make(rdtype))
+            if node is not None
+            else None
+        )
         if node is not None and rdataset is not None:
             response.answer.append(_rrset(qname, rdataset))
             if dnssec:
@@ -191,7 +199,7 @@ class Authority:
 
 def _rrset(name: dns.name.Name, rdataset: dns.rdataset.Rdataset) -> dns.rrset.RRset:
     rrset = dns.rrset.RRset(name, rdataset.rdclass, rdataset.rdtype, rdataset.covers)
-    rrset.update(rdataset)
+    rrset.update(rdataset)  # type: ignore[no-untyped-call]
     return rrset
 
 
