@@ -271,9 +271,20 @@ def _extended_errors(rdata: bytes) -> list[ExtendedError]:
         offset += 4 + length
         if code == dns.edns.OptionType.EDE and len(value) >= 2:
             info = int.from_bytes(value[:2], "big")
-            text = value[2:].decode("utf-8", errors="replace").rstrip("\x00")
-            errors.append(ExtendedError(info, text))
+            errors.append(ExtendedError(info, _extra_text(value[2:])))
     return errors
+
+
+#: Longest EXTRA-TEXT kept from an extended error (RFC 8914 §2 sets no limit).
+MAX_EXTRA_TEXT = 200
+
+
+def _extra_text(raw: bytes) -> str:
+    """RFC 8914 §2 EXTRA-TEXT as one safe line: it comes from the upstream, possibly hostile,
+    and ends up in log lines and DSNs, so control characters are escaped and length capped."""
+    text = raw.decode("utf-8", errors="replace").rstrip("\x00")
+    safe = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    return safe if len(safe) <= MAX_EXTRA_TEXT else safe[: MAX_EXTRA_TEXT - 1] + "…"
 
 
 def mismatch(reply: Reply, query_id: int, qname: str, rdtype: int) -> str | None:
