@@ -1,0 +1,1 @@
+"""Coverage-guided fuzz harnesses (atheris) for the code that reads hostile input (issue 10)."""
