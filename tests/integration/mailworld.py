@@ -28,6 +28,11 @@ Declaring (all frozen values, no I/O)::
 - :class:`Scenario` names a case: its domains (the first is the recipient's) and the TLS
   security level the relay applies to the recipient domain ([policy]).
 
+DNS validation mode (``validation``, the relay's ``[dns] validation``): "resolver" points
+the relay at the world's validating Unbound and trusts its AD bit; "local" points it at the
+world's non-validating Unbound and validates in-process from the world's trust anchor.
+``mail.in_mode("local")`` is the same running world with configs for the other mode.
+
 Running::
 
     mail = start_mail_world(workdir, scenarios)      # one DNS world for all scenarios
@@ -47,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import io
 import ipaddress
@@ -95,6 +101,7 @@ __all__ = [
     "Running",
     "Scenario",
     "Tlsa",
+    "Validation",
     "assert_arrived",
     "assert_deferred",
     "assert_delivered",
@@ -123,6 +130,7 @@ Security = Literal["signed", "insecure", "unsigned"]
 StartTLSMode = Literal["offer", "hide", "refuse"]
 Front = Literal["stripper", "substitute"]
 Role = Literal["leaf", "issuer", "root", "decoy"]
+Validation = Literal["resolver", "local"]  # [dns] validation (relay/config.py)
 
 
 # -- declarations -------------------------------------------------------------------------------
@@ -499,6 +507,11 @@ class MailWorld:
     scenarios: dict[str, Scenario]
     pkis: dict[str, HostPKI]  # by host FQDN (absolute)
     connect_timeout: float = 5.0
+    validation: Validation = "resolver"
+
+    def in_mode(self, validation: Validation) -> MailWorld:
+        """The same running world, with relay configs written for ``validation``."""
+        return dataclasses.replace(self, validation=validation)
 
     def scenario(self, name: str) -> Scenario:
         return self.scenarios[name]
@@ -510,14 +523,30 @@ class MailWorld:
     def pki(self, fqdn: str) -> HostPKI:
         return self.pkis[fqdn.lower().rstrip(".") + "."]
 
-    def config_text(self, scenario: Scenario, *, level: str = "dane") -> str:
-        """The relay configuration for one scenario (see conf/relay.toml for the keys)."""
+    def dns_lines(self) -> list[str]:
+        """The [dns] keys for :attr:`validation`.
+
+        "resolver" trusts the AD bit of the world's validating Unbound; "local" asks the
+        world's non-validating Unbound (which recurses from the world's NSD) with CD=1 and
+        validates in-process from the world's root trust anchor.
+        """
+        if self.validation == "local":
+            host, port = self.dns.nonvalidating_resolver
+            return [
+                f"nameservers = [{_toml_string(f'{host}:{port}')}]",
+                'validation = "local"',
+                f"trust_anchor = {_toml_string(str(self.dns.trust_anchor_file))}",
+            ]
         host, port = self.dns.resolver
-        lines = [
-            "[dns]",
+        return [
             f"nameservers = [{_toml_string(f'{host}:{port}')}]",
             'validation = "resolver"',
-            "",
+        ]
+
+    def config_text(self, scenario: Scenario, *, level: str = "dane") -> str:
+        """The relay configuration for one scenario (see conf/relay.toml for the keys)."""
+        lines = ["[dns]", *self.dns_lines(), ""]
+        lines += [
             "[delivery]",
             f"security_level = {_toml_string(level)}",
             f"smtp_port = {self.port}",
@@ -608,8 +637,14 @@ class MailWorld:
         return Delivery(name, tuple(argv), code, report, out, err, marker)
 
 
-def start_mail_world(workdir: Path, scenarios: Sequence[Scenario]) -> MailWorld:
-    """Make every scenario's certificates and zones, pick the shared port, start the DNS world."""
+def start_mail_world(
+    workdir: Path, scenarios: Sequence[Scenario], *, validation: Validation = "resolver"
+) -> MailWorld:
+    """Make every scenario's certificates and zones, pick the shared port, start the DNS world.
+
+    ``validation`` is the [dns] mode of the relay configs the world writes
+    (:meth:`MailWorld.in_mode` gives the same world in the other mode).
+    """
     _check_declarations(scenarios)
     workdir.mkdir(parents=True, exist_ok=True)
     port = shared_port([h.address for s in scenarios for _, h in s.hosts()])
@@ -634,6 +669,7 @@ def start_mail_world(workdir: Path, scenarios: Sequence[Scenario]) -> MailWorld:
         workdir=workdir,
         scenarios={s.name: s for s in scenarios},
         pkis=pkis,
+        validation=validation,
     )
 
 

@@ -191,7 +191,7 @@ SCENARIOS = [
 
 
 @pytest.fixture(scope="module")
-def mail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailWorld]:
+def mail_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailWorld]:
     """Every scenario's zones in one DNS world; servers are started per test."""
     try:
         world = start_mail_world(tmp_path_factory.mktemp("mailworld"), SCENARIOS)
@@ -201,6 +201,16 @@ def mail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailWorld]:
         yield world
     finally:
         world.stop()
+
+
+@pytest.fixture(scope="module", params=["resolver", "local"])
+def mail(request: pytest.FixtureRequest, mail_world: MailWorld) -> MailWorld:
+    """The world in each [dns] validation mode: every scenario runs in both (issue 6).
+
+    "resolver": the validating Unbound's AD bit; "local": the non-validating Unbound,
+    validated in-process from the world's trust anchor.  The verdicts must be the same.
+    """
+    return mail_world.in_mode(request.param)
 
 
 def tlsa_texts(mail: MailWorld, scenario: str, host: str) -> list[str]:
