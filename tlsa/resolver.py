@@ -83,6 +83,9 @@ PROBE_NAME = "."
 PROBE_TYPE = "SOA"
 
 _MAX_MESSAGE = 65535
+#: Distinct kinds of ignored datagram a timeout reason names (a hostile sender can
+#: send thousands within one timeout; the reason counts them but stays one short line).
+_IGNORED_SHOWN = 3
 
 
 class Resolver(Protocol):
@@ -390,6 +393,7 @@ class ValidatingStubResolver:
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
         ignored: list[str] = []
+        ignored_count = 0
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)
             try:
@@ -406,14 +410,19 @@ class ValidatingStubResolver:
                                 raise _ExchangeFailed(
                                     f"malformed reply from {where}: {exc}"
                                 ) from None
-                            ignored.append(f"an unreadable datagram ({exc})")
-                            continue
-                        problem = mismatch(reply, query_id, qname, rdtype)
-                        if problem is None:
-                            return reply
-                        ignored.append(f"a reply whose {problem}")
+                            note = f"an unreadable datagram ({exc})"
+                        else:
+                            problem = mismatch(reply, query_id, qname, rdtype)
+                            if problem is None:
+                                return reply
+                            note = f"a reply whose {problem}"
+                        ignored_count += 1
+                        if len(ignored) < _IGNORED_SHOWN and note not in ignored:
+                            ignored.append(note)
             except TimeoutError:
                 note = f"; ignored {'; '.join(ignored)}" if ignored else ""
+                if ignored_count > len(ignored):
+                    note += f" ({ignored_count} datagrams ignored in all)"
                 raise _ExchangeFailed(
                     f"no reply from {where} within {self.timeout:g} s{note}"
                 ) from None
