@@ -265,7 +265,7 @@ def _dane_relay_steps(
     records = ", ".join(mx.records) or "no usable records"
     steps.append(Step("dns", "sender", f"MX {records}: {mx.status}"))
     if not attempt.hosts:
-        steps.append(Step("sender", "sender", f"defers: {attempt.results[0].reason}"))
+        steps.append(Step("sender", "sender", f"defers: MX answer {mx.status}; connects nowhere"))
         return tuple(steps)
     for host in attempt.hosts:
         secure = sorted({a.status for a in host.lookups})
