@@ -307,7 +307,9 @@ def _site_reason(result: SessionResult, failure: Failure) -> str:
     if failure.stage is Stage.CONNECT:
         return f"connect to {peer}: {failure.detail}"
     if kind is FailureKind.STARTTLS_NOT_OFFERED:
-        return f"TLS is required, but STARTTLS not offered by host {peer}"
+        # Under a TLS-requiring plan a missing STARTTLS is what a stripping attacker
+        # produces: name it a downgrade so operators recognise the attack (RFC 7672 §2.2).
+        return f"TLS is required, but STARTTLS not offered by host {peer} (downgrade)"
     if kind is FailureKind.STARTTLS_REFUSED and failure.reply is not None:
         return f"TLS is required, but host {peer} refused to start TLS: {failure.reply}"
     if failure.stage is Stage.TLS_HANDSHAKE:

@@ -35,9 +35,9 @@ pytestmark = pytest.mark.integration
 PROJECT = Path(__file__).resolve().parents[2]
 BODY = b"The approval code is 7391-4420."
 EXPECTED_REASON = {
-    "starttls-strip": "STARTTLS not offered",
-    "cert-substitution": "TLSA mismatch",
-    "dns-poisoning": "bogus",
+    "starttls-strip": ("STARTTLS not offered", "(downgrade)"),
+    "cert-substitution": ("TLSA mismatch",),
+    "dns-poisoning": ("bogus",),
 }
 
 
@@ -74,7 +74,8 @@ def assert_demo_json(data: dict[str, Any]) -> None:
             assert BODY in captured, scenario["id"]
             assert b"RCPT TO:<bob@bank.example>" in captured
             assert dane_relay["outcome"] == "deferred"
-            assert EXPECTED_REASON[scenario["attack"]] in dane_relay["reason"]
+            for words in EXPECTED_REASON[scenario["attack"]]:
+                assert words in dane_relay["reason"]
             assert dane_relay["recipient_received"] is False
 
 
