@@ -15,6 +15,10 @@ dsn=..., status=sent|deferred|bounced (reason)` line per recipient; or, with
 evidence}, ...]} where status is delivered | deferred | bounced and evidence
 is the domain's attempt record (relay/evidence.py).
 
+The resolver is probed first (relay.dns_trust): while it is not known to
+validate DNSSEC, recipients at the dane and dane-only levels are deferred
+(4.4.3) without any lookup, and a warning says why.
+
 Exit status (sysexits.h): 75 EX_TEMPFAIL when any recipient was deferred,
 else 69 EX_UNAVAILABLE when any bounced, else 0; 2 for bad usage (bad
 address, unreadable file, bad configuration).
@@ -34,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.config import Config, domain_name_problem, make_resolver
-from relay.delivery import DeliverySettings, deliver
+from relay.delivery import DeliverySettings, ResolverTrust, deliver
 from relay.errors import UsageError
 from relay.evidence import DomainAttempt, RecipientResult, RecipientStatus
 from tlsa.lookups import Lookups
@@ -136,7 +140,17 @@ def run(args: argparse.Namespace) -> int:
     settings = DeliverySettings.from_config(config)
     resolver = make_resolver(config.dns)
     now = dt.datetime.now(dt.UTC)
-    attempts, warning = asyncio.run(_send(resolver, settings, sender, recipients, message, now))
+    attempts, warning = asyncio.run(
+        _send(
+            resolver,
+            settings,
+            sender,
+            recipients,
+            message,
+            now,
+            validation=config.dns.validation,
+        )
+    )
     if warning is not None:
         print(f"dane-relay: warning: {warning}", file=sys.stderr)
     results = _in_order(recipients, attempts)
@@ -167,13 +181,18 @@ async def _send(
     recipients: Sequence[str],
     message: bytes,
     now: dt.datetime,
+    *,
+    validation: str,
 ) -> tuple[list[DomainAttempt], str | None]:
     by_domain: dict[str, list[str]] = {}
     for rcpt in recipients:
         by_domain.setdefault(rcpt.rpartition("@")[2], []).append(rcpt)
     lookups = Lookups(resolver)
     shuffle = random.SystemRandom().shuffle
-    probe_task = asyncio.ensure_future(resolver.probe())
+    # The probe comes first: DANE-level destinations are deferred (exit 75) while the
+    # resolver is not known to validate (relay.dns_trust, the same gate as serve's).
+    trust = ResolverTrust(resolver, validation)
+    dns_trust = await trust.refresh()
     attempts = await asyncio.gather(
         *(
             deliver(
@@ -185,12 +204,12 @@ async def _send(
                 lookups=lookups,
                 now=now,
                 shuffle=shuffle,
+                dns_trust=dns_trust,
             )
             for domain, group in by_domain.items()
         ),
     )
-    probe = await probe_task
-    return list(attempts), probe.warning
+    return list(attempts), trust.warning
 
 
 def _in_order(

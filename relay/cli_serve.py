@@ -21,6 +21,14 @@ nothing is delivered or bounced until a validating resolver on loopback is
 configured (fail closed).  A nameserver set explicitly that is refused is a
 configuration error (exit 2).
 
+A resolver that answers but does not validate (the startup probe finds no AD
+bit on a signed root answer), or whose probe fails: the error is logged, and
+while it lasts destinations at the dane and dane-only levels are deferred
+(4.4.3) rather than delivered without DANE; none/may/encrypt still deliver.
+The probe is repeated at most once a minute as deliveries start
+(relay.dns_trust, relay.delivery.ResolverTrust), so a resolver that starts
+validating is picked up without a restart.
+
 Signals:
 - SIGTERM, SIGINT: clean shutdown.  The listener stops accepting; a
   message being received finishes (or its client gets 421 after the grace
@@ -57,7 +65,8 @@ from typing import Any
 from relay import __version__
 from relay import log as relay_log
 from relay.config import Config, make_resolver
-from relay.delivery import DeliverySettings
+from relay.delivery import DeliverySettings, ResolverTrust
+from relay.dns_trust import TrustKind
 from relay.engine import (
     Deliverer,
     Engine,
@@ -156,6 +165,7 @@ class DNSSetup:
     resolver: ValidatingStubResolver | None
     problem: str | None
     description: str
+    trust: ResolverTrust | None = None  # the resolver's DNSSEC state, re-probed (relay.dns_trust)
 
 
 def dns_setup(config: Config, resolv_conf: Path | None = None) -> DNSSetup:
@@ -174,7 +184,14 @@ def dns_setup(config: Config, resolv_conf: Path | None = None) -> DNSSetup:
         return DNSSetup(None, str(exc), "none")
     servers = ", ".join(_show_server(ip, port) for ip, port in resolver.nameservers)
     origin = "configured" if config.dns.nameservers is not None else "from /etc/resolv.conf"
-    return DNSSetup(resolver, None, f"validating resolver {servers} ({origin})")
+    trust = ResolverTrust(resolver, config.dns.validation)
+    if config.dns.validation == "local":
+        anchor = config.dns.trust_anchor or "the IANA root anchors"
+        description = (
+            f"local DNSSEC validation from {anchor}, recursive nameservers {servers} ({origin})"
+        )
+        return DNSSetup(resolver, None, description, trust)
+    return DNSSetup(resolver, None, f"validating resolver {servers} ({origin})", trust)
 
 
 def _show_server(ip: str, port: int) -> str:
@@ -189,7 +206,9 @@ def make_deliverer(config: Config, dns: DNSSetup) -> Deliverer:
     if dns.resolver is None:
         assert dns.problem is not None
         return deferring_deliverer(no_resolver_reason(dns.problem))
-    return dane_deliverer(DeliverySettings.from_config(config), Lookups(dns.resolver))
+    return dane_deliverer(
+        DeliverySettings.from_config(config), Lookups(dns.resolver), trust=dns.trust
+    )
 
 
 def engine_settings(config: Config) -> EngineSettings:
@@ -343,11 +362,20 @@ class _Server:
                 self.dns.problem,
             )
             return " (NOT AVAILABLE: every delivery is deferred)"
-        result = await self.dns.resolver.probe()
-        if not result.validating:
-            log.error("DNSSEC VALIDATION PROBLEM: %s", result.warning)
-            return " (probe: NOT VALIDATING, see the error above)"
-        return " (probe: validating)"
+        assert self.dns.trust is not None  # dns_setup makes one with every resolver
+        # The deliverer shares this probe and repeats it at most once a minute
+        # (relay.dns_trust): a resolver that starts validating is picked up without a restart.
+        state = await self.dns.trust.refresh()
+        if state.validating:
+            return " (probe: validating)"
+        log.error(
+            "DNSSEC VALIDATION PROBLEM: %s. Mail is accepted and queued; destinations at the "
+            "dane and dane-only levels are deferred (4.4.3) until the probe succeeds (it is "
+            "repeated at most once a minute), levels none, may and encrypt are unaffected.",
+            self.dns.trust.warning or state.reason,
+        )
+        word = "UNKNOWN" if state.kind is TrustKind.UNKNOWN else "NOT VALIDATING"
+        return f" (probe: {word}, see the error above)"
 
     def _stop_signal(self, signum: int) -> None:
         log.info("%s received", signal.Signals(signum).name)

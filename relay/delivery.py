@@ -39,12 +39,24 @@ discovery, mandatory STARTTLS), §3.2 (authentication), §8.1 (SNI),
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from relay.config import Config
+from relay.dns_trust import (
+    DNS_TRUST_STATUS,
+    PROBE_INTERVAL,
+    DNSTrust,
+    dns_trust_gate,
+    probe_due,
+    trust_from_probe,
+    trust_from_probe_error,
+)
 from relay.evidence import (
     AnswerEvidence,
     ConnectionEvidence,
@@ -89,6 +101,7 @@ from tlsa.discovery import (
     LookupAddresses,
     LookupCNAME,
     MXHost,
+    MXOutcome,
     TLSAOutcome,
     next_host_step,
     plan_destination,
@@ -96,11 +109,13 @@ from tlsa.discovery import (
 )
 from tlsa.match import Verdict, verify
 from tlsa.records import TLSARecord, Usage
+from tlsa.resolver import Resolver
 
 __all__ = [
     "AddressPreference",
     "DNSLookups",
     "DeliverySettings",
+    "ResolverTrust",
     "SessionRunner",
     "authentication_reason",
     "authenticator",
@@ -113,6 +128,8 @@ __all__ = [
 SessionRunner = Callable[[SessionRequest], Awaitable[SessionResult]]
 AnyShuffle = Callable[[list[Any]], None]
 AddressPreference = str  # "any" | "ipv6" | "ipv4"
+
+log = logging.getLogger("relay.dns")
 
 
 class DNSLookups(Protocol):
@@ -176,14 +193,19 @@ async def deliver(
     now: dt.datetime,
     shuffle: AnyShuffle,
     session_runner: SessionRunner = run_session,
+    dns_trust: DNSTrust | None = None,
 ) -> DomainAttempt:
     """Try once to deliver `message` from `sender` to `recipients`, all at `domain`.
 
     `sender` is the reverse-path ("" for the null sender), `message` the
     bytes to send (CRLF line endings).  `now` is the time for certificate
     validity; `shuffle` orders equal MX preferences (and addresses under
-    address preference "any").  Never raises for DNS or network trouble: the
-    attempt's `results` say what happened to each recipient.
+    address preference "any").  `dns_trust` is the resolver's last probe
+    (`ResolverTrust`): while it is not validating, a destination whose level
+    uses DANE is deferred before any lookup (relay.dns_trust.dns_trust_gate);
+    None when the caller vouches for `lookups` itself (fake DNS in tests).
+    Never raises for DNS or network trouble: the attempt's `results` say what
+    happened to each recipient.
     """
     if not recipients:
         raise ValueError("a delivery needs at least one recipient")
@@ -199,7 +221,70 @@ async def deliver(
         runner=session_runner,
         level=settings.level_for(domain),
     )
+    if dns_trust is not None:
+        refused = dns_trust_gate(dns_trust, attempt.level)
+        if refused is not None:
+            return attempt.not_trusted(refused)
     return await attempt.run()
+
+
+class ResolverTrust:
+    """[IO] The resolver's DNSSEC state (relay.dns_trust), probed again at most every `interval` s.
+
+    `current()` answers from the last probe while it is fresh, else probes
+    (concurrent callers share one probe); `refresh()` probes now.  A probe
+    that raises counts as UNKNOWN (fail closed).  Changes after the first
+    probe are logged: an error when validation is lost, a notice when it is back.
+    """
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        validation: str,
+        *,
+        interval: float = PROBE_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.resolver = resolver
+        self.validation = validation
+        self.interval = interval
+        self.clock = clock
+        self.state: DNSTrust | None = None
+        self.warning: str | None = None  # the last probe's operator text, if any
+        self._probed_at: float | None = None
+        self._probing: asyncio.Future[DNSTrust] | None = None
+
+    async def current(self) -> DNSTrust:
+        if self.state is None or probe_due(self._probed_at, self.clock(), self.interval):
+            return await self.refresh()
+        return self.state
+
+    async def refresh(self) -> DNSTrust:
+        if self._probing is None:
+            self._probing = asyncio.ensure_future(self._probe())
+            self._probing.add_done_callback(self._probe_done)
+        return await asyncio.shield(self._probing)
+
+    def _probe_done(self, _: object) -> None:
+        self._probing = None
+
+    async def _probe(self) -> DNSTrust:
+        try:
+            result = await self.resolver.probe()
+        except Exception as error:  # a bug in the probe: fail closed, never crash delivery
+            new = trust_from_probe_error(f"{type(error).__name__}: {error}")
+            self.warning = new.reason
+        else:
+            new = trust_from_probe(result, self.validation)
+            self.warning = result.warning
+        self._probed_at = self.clock()
+        previous, self.state = self.state, new
+        if previous is not None and previous != new:
+            if new.validating:
+                log.warning("DNSSEC: the resolver validates again; DANE destinations are attempted")
+            else:
+                log.error("DNSSEC: %s; DANE destinations are deferred", new.reason)
+        return new
 
 
 # -- where a recipient's outcome came from ------------------------------------------------
@@ -404,6 +489,37 @@ class _Attempt:
             tls=where.tls,
             dane=where.dane,
             reason=verdict.reason,
+        )
+
+    def not_trusted(self, reason: str) -> DomainAttempt:
+        """Every recipient deferred before any lookup: DNSSEC cannot be trusted now."""
+        for rcpt in self.recipients:
+            outcome = Outcome(rcpt, Action.DEFER, DNS_TRUST_STATUS, reason)
+            self.history[rcpt].append((outcome, _Where()))
+        self.pending = []
+        not_asked = AnswerEvidence(
+            qname=self.domain,
+            rdtype="MX",
+            status="error",
+            answer=None,
+            records=(),
+            cname_chain=(),
+            reason=f"not looked up: {reason}",
+        )
+        return DomainAttempt(
+            domain=self.domain,
+            sender=self.sender,
+            level=self.level.value,
+            port=self.port,
+            started=self.now,
+            mx=not_asked,
+            mx_outcome=MXOutcome.DEFER.value,
+            mx_reason=reason,
+            mx_notes=(),
+            hosts_order=(),
+            hosts=(),
+            plan=None,
+            results=tuple(self._result(rcpt) for rcpt in self.recipients),
         )
 
     # -- one host ---------------------------------------------------------------------

@@ -64,7 +64,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from relay.delivery import DeliverySettings, DNSLookups, deliver
+from relay.delivery import DeliverySettings, DNSLookups, ResolverTrust, deliver
 from relay.dsn import NoticeKind, NotSent, RecipientReport, build_notice
 from relay.evidence import DaneSummary, RecipientResult, to_plain
 from relay.evidence import RecipientStatus as ResultStatus
@@ -375,11 +375,18 @@ def dane_deliverer(
     settings: DeliverySettings,
     lookups: DNSLookups,
     shuffle: Callable[[list[Any]], None] | None = None,
+    trust: ResolverTrust | None = None,
 ) -> Deliverer:
-    """The real thing: relay.delivery.deliver with these settings and lookups."""
+    """The real thing: relay.delivery.deliver with these settings and lookups.
+
+    With `trust`, each attempt first asks it whether the resolver validates
+    (re-probed at most once a minute): DANE-level destinations are deferred
+    with 4.4.3 while it does not (relay.dns_trust).
+    """
     order = shuffle or random.SystemRandom().shuffle
 
     async def run(job: DeliveryJob) -> AttemptReport:
+        dns_trust = await trust.current() if trust is not None else None
         return await deliver(
             job.domain,
             job.sender,
@@ -389,6 +396,7 @@ def dane_deliverer(
             lookups=lookups,
             now=dt.datetime.fromtimestamp(job.now, dt.UTC),
             shuffle=order,
+            dns_trust=dns_trust,
         )
 
     return run

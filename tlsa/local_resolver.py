@@ -134,6 +134,8 @@ class LocalValidatingResolver(ValidatingStubResolver):
                     "passes DNSSEC records through (any recursive resolver with DNSSEC support)."
                 )
                 return Answer.failure(name, "DNSKEY", Security.ERROR, self.upstream_problem)
+            # Signatures come through (again): a repeated probe lifts an earlier verdict.
+            self.upstream_problem = None
             verdict = await self._drive(self.validator.zone_keys(name, self._wall_clock()))
             answer = _with_verdict(interpreted, verdict, self._wall_clock())
             if answer.security is not Security.SECURE:

@@ -508,10 +508,17 @@ class MailWorld:
     pkis: dict[str, HostPKI]  # by host FQDN (absolute)
     connect_timeout: float = 5.0
     validation: Validation = "resolver"
+    upstream: tuple[str, int] | None = None  # overrides the nameserver the mode picks
 
-    def in_mode(self, validation: Validation) -> MailWorld:
-        """The same running world, with relay configs written for ``validation``."""
-        return dataclasses.replace(self, validation=validation)
+    def in_mode(
+        self, validation: Validation, *, upstream: tuple[str, int] | None = None
+    ) -> MailWorld:
+        """The same running world, with relay configs written for ``validation``.
+
+        ``upstream`` replaces the nameserver the mode would use (e.g. the non-validating
+        Unbound under "resolver", or a DNSSEC-stripping proxy under "local").
+        """
+        return dataclasses.replace(self, validation=validation, upstream=upstream)
 
     def scenario(self, name: str) -> Scenario:
         return self.scenarios[name]
@@ -531,13 +538,13 @@ class MailWorld:
         validates in-process from the world's root trust anchor.
         """
         if self.validation == "local":
-            host, port = self.dns.nonvalidating_resolver
+            host, port = self.upstream or self.dns.nonvalidating_resolver
             return [
                 f"nameservers = [{_toml_string(f'{host}:{port}')}]",
                 'validation = "local"',
                 f"trust_anchor = {_toml_string(str(self.dns.trust_anchor_file))}",
             ]
-        host, port = self.dns.resolver
+        host, port = self.upstream or self.dns.resolver
         return [
             f"nameservers = [{_toml_string(f'{host}:{port}')}]",
             'validation = "resolver"',
