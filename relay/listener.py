@@ -26,7 +26,11 @@ What aiosmtpd does and what this module adds:
   in aiosmtpd: the rule (TLS or a plaintext-auth network) is ours.
 - Limits per client address: concurrent connections (refused with 421 at
   connect) and messages per minute (450 at MAIL); clients in the exception
-  networks (listen.networks by default) are never throttled.
+  networks (listen.networks by default) are never throttled.  All clients
+  together, exempt ones included, are held to `max_connections` (421 at
+  connect), and each to `idle_timeout` between commands.
+- DATA is read here, not by aiosmtpd, so that memory per session stays
+  within max_message_size plus one line whatever the client sends.
 - Received: is prepended (RFC 5321 §4.4); the bytes after it are the client's
   message exactly (after dot-unstuffing).
 - Stop: stop accepting, let every DATA in progress finish (up to a grace
@@ -66,6 +70,7 @@ from relay.submission import (
     SHUTTING_DOWN,
     SPOOL_ERROR,
     SPOOL_FULL,
+    TIMED_OUT,
     ClientLimits,
     ListenSettings,
     Reply,
@@ -95,7 +100,6 @@ log = logging.getLogger("relay.listener")
 
 NULL_SENDER = "<>"  # how the null reverse-path is kept in aiosmtpd's envelope (it must be truthy)
 AUTH_FAILURE_LIMIT = 3  # failed AUTH commands per connection before 421 and close
-IDLE_TIMEOUT = 300.0  # RFC 5321 §4.5.3.2.7: the server waits 5 minutes for a command
 STOP_GRACE = 30.0  # seconds `stop` lets DATA in progress finish
 
 
@@ -125,9 +129,22 @@ class _QuietLoginDataWarning(logging.Filter):
         return not str(record.msg).startswith("Session.login_data is deprecated")
 
 
+class _EscapedControls(logging.Filter):
+    """aiosmtpd logs unrecognised commands as the client sent them; a bare CR or LF in
+    one would forge a log line of its own.  Render each record once, controls escaped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.isprintable():
+            record.msg = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in message)
+            record.args = ()
+        return True
+
+
 _AIOSMTPD_LOG = logging.getLogger("mail.log")
-if not any(isinstance(f, _QuietLoginDataWarning) for f in _AIOSMTPD_LOG.filters):
-    _AIOSMTPD_LOG.addFilter(_QuietLoginDataWarning())
+for _filter in (_QuietLoginDataWarning, _EscapedControls):
+    if not any(isinstance(f, _filter) for f in _AIOSMTPD_LOG.filters):
+        _AIOSMTPD_LOG.addFilter(_filter())
 
 
 def _client_ip(peer: Any) -> str:
@@ -192,6 +209,11 @@ class _Connection(SMTP):
         if self.transport is not None:
             self.transport.close()
 
+    def _timeout_cb(self) -> None:
+        """aiosmtpd closes an idle connection silently; RFC 5321 §4.5.3.2 / §3.8: say 421 first."""
+        log.info("timeout: [%s] sent no complete command in time", self.client_ip)
+        self.say_and_close(TIMED_OUT)
+
     def say_and_close(self, reply: Reply) -> None:
         """An unsolicited reply (421 at shutdown, RFC 5321 §3.8), then close."""
         if self.transport is not None:
@@ -209,8 +231,18 @@ class _Connection(SMTP):
         self._greeted = True
         await super().push(status)
 
+    async def _bad_hostname(self, command: str, hostname: str | None) -> bool:
+        """RFC 5321 §4.1.1.1, §2.3.8: the name is one word; a bare CR, NUL or other
+        control character in it is a syntax error, not part of a name (nor of Received:)."""
+        if hostname and any(ord(c) < 0x21 or ord(c) == 0x7F for c in hostname):
+            await self.push(f"501 5.5.4 Syntax: {command} hostname")
+            return True
+        return False
+
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:
+        if await self._bad_hostname("EHLO", hostname):
+            return
         self._in_helo = True
         try:
             await super().smtp_EHLO(hostname)
@@ -219,6 +251,8 @@ class _Connection(SMTP):
 
     @syntax("HELO hostname")
     async def smtp_HELO(self, hostname: str) -> None:
+        if await self._bad_hostname("HELO", hostname):
+            return
         self._in_helo = True
         try:
             await super().smtp_HELO(hostname)
@@ -240,12 +274,76 @@ class _Connection(SMTP):
     async def smtp_DATA(self, arg: str) -> None:
         self.in_data = True
         try:
-            await super().smtp_DATA(arg)
+            await self._data(arg)
         finally:
             self.in_data = False
             self.listener.data_done()
             if self.listener.stopping:
                 self.close_after_reply()
+
+    async def _data(self, arg: str) -> None:
+        """DATA with bounded memory (replaces aiosmtpd 1.4.6's, whose reader keeps every
+        fragment of a line longer than its limit: one endless line grew without bound).
+
+        The same checks and replies as aiosmtpd's; `_receive_message` reads the lines.
+        """
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        content, refusal = await self._receive_message()
+        if content is None:
+            self.envelope = self._create_envelope()  # aiosmtpd's post-DATA state
+            await self.push(refusal)
+            return
+        self.envelope.content = content
+        self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self.envelope = self._create_envelope()
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def _receive_message(self) -> tuple[bytes | None, str]:
+        """Lines up to CRLF.CRLF, dot-unstuffed (RFC 5321 §4.5.2): (content, "") or (None, reply).
+
+        Only CRLF ends a line (RFC 5321 §2.3.8); a bare CR or LF stays inside its
+        line for `has_bare_line_ending` to refuse.  The whole message is read
+        before refusing it (RFC 5321 §4.2.5), but once it is over the size limit
+        (RFC 1870 §6.3) or a line is over the line limit (RFC 5321 §4.5.3.1.6)
+        nothing more is kept: at most max_message_size plus one line in memory.
+        """
+        limit = self.data_size_limit
+        kept: list[bytes] = []
+        size = 0
+        refusal = ""
+        in_long_line = False
+        while True:
+            try:
+                line = await self._reader.readuntil(b"\r\n")
+            except asyncio.LimitOverrunError as exc:
+                dropped = await self._reader.read(exc.consumed)  # never stored
+                # asyncio reports a separator found past the limit with the CRLF included.
+                in_long_line = not dropped.endswith(b"\r\n")
+                refusal = refusal or "500 Line too long (see RFC5321 4.5.3.1.6)"
+                kept.clear()
+                continue
+            if in_long_line:  # the end of the line that was too long
+                in_long_line = False
+                continue
+            if line == b".\r\n":
+                break
+            size += len(line)
+            if not refusal and limit and size > limit:
+                refusal = "552 Error: Too much mail data"
+                kept.clear()
+            if not refusal:
+                kept.append(line[1:] if line.startswith(b".") else line)
+        return (None, refusal) if refusal else (b"".join(kept), "")
 
 
 def _connection(server: SMTP) -> _Connection:
@@ -497,6 +595,7 @@ class Listener:
             max_connections=settings.max_connections_per_client,
             max_messages_per_minute=settings.max_messages_per_minute_per_client,
             exceptions=settings.limit_exceptions,
+            max_total=settings.max_connections,
         )
         self.users: UserStore | None = None
         self.connections: set[_Connection] = set()
@@ -541,7 +640,7 @@ class Listener:
             ident="ESMTP dane-relay",
             tls_context=self._tls_context,
             require_starttls=False,
-            timeout=IDLE_TIMEOUT,
+            timeout=self.settings.idle_timeout,  # RFC 5321 §4.5.3.2.7
             auth_require_tls=False,  # our rule instead: submission.auth_permitted
             loop=asyncio.get_running_loop(),
         )

@@ -50,6 +50,8 @@ __all__ = [
     "AUTH_TOO_MANY_FAILURES",
     "AUTH_UNAVAILABLE",
     "BARE_LINE_ENDING",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_CONNECTIONS_PER_CLIENT",
     "DEFAULT_MAX_MESSAGES_PER_MINUTE_PER_CLIENT",
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -61,9 +63,11 @@ __all__ = [
     "RECIPIENT_OK",
     "RELAY_DENIED",
     "SENDER_OK",
+    "SERVER_BUSY",
     "SHUTTING_DOWN",
     "SPOOL_ERROR",
     "SPOOL_FULL",
+    "TIMED_OUT",
     "TOO_MANY_CONNECTIONS",
     "TOO_MANY_RECIPIENTS",
     "ClientLimits",
@@ -100,6 +104,11 @@ DEFAULT_MAX_RECIPIENTS = 1000
 # and a brake for a stolen password.
 DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 10
 DEFAULT_MAX_MESSAGES_PER_MINUTE_PER_CLIENT = 60
+# Every client together, exempt ones included (Postfix's default_process_limit): each
+# session may hold up to max_message_size in memory during DATA, so this bounds memory.
+DEFAULT_MAX_CONNECTIONS = 100
+# RFC 5321 §4.5.3.2.7: a server waits at least 5 minutes for the next command.
+DEFAULT_IDLE_TIMEOUT = 300.0
 
 
 def _networks(*texts: str) -> tuple[Network, ...]:
@@ -120,6 +129,10 @@ class ListenSettings:
     max_recipients: per message; more get 452 4.5.3.
     max_connections_per_client: concurrent connections per client address (0 = no limit).
     max_messages_per_minute_per_client: MAIL commands per minute per address (0 = no limit).
+    max_connections: concurrent connections from all clients together, exempt ones
+      included (0 = no limit); more get 421 4.7.0 at connect.
+    idle_timeout: seconds without a complete command (or, in DATA, since the DATA
+      command) before the connection is closed.
     client_limit_exceptions: clients never throttled; None means `networks`, () nobody.
     """
 
@@ -135,6 +148,8 @@ class ListenSettings:
     max_connections_per_client: int = DEFAULT_MAX_CONNECTIONS_PER_CLIENT
     max_messages_per_minute_per_client: int = DEFAULT_MAX_MESSAGES_PER_MINUTE_PER_CLIENT
     client_limit_exceptions: tuple[Network, ...] | None = None
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
 
     @property
     def limit_exceptions(self) -> tuple[Network, ...]:
@@ -201,6 +216,8 @@ AUTH_ALREADY = Reply(503, "5.5.1", "Already authenticated")
 AUTH_IN_TRANSACTION = Reply(503, "5.5.1", "AUTH is not permitted during a mail transaction")
 AUTH_TOO_MANY_FAILURES = Reply(421, "4.7.0", "Too many failed authentication attempts, goodbye")
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections from your address, try later")
+SERVER_BUSY = Reply(421, "4.7.0", "Too many connections, try later")
+TIMED_OUT = Reply(421, "4.4.2", "Timeout exceeded, closing connection")  # RFC 3463 §3.5
 MESSAGE_RATE_EXCEEDED = Reply(450, "4.7.1", "Message rate limit exceeded, try again later")
 SPOOL_FULL = Reply(452, "4.3.1", "Insufficient system storage, try again later")
 SPOOL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
@@ -539,8 +556,10 @@ class ClientLimits:
         max_connections: int,
         max_messages_per_minute: int,
         exceptions: tuple[Network, ...],
+        max_total: int = 0,
     ) -> None:
         self.max_connections = max_connections
+        self.max_total = max_total  # all clients together, exempt ones included
         self.max_messages_per_minute = max_messages_per_minute
         self.exceptions = exceptions
         self.connections: dict[str, int] = {}
@@ -552,10 +571,17 @@ class ClientLimits:
     def connection_opened(self, client_ip: str) -> Reply | None:
         """Count a new connection, or refuse it (421 4.7.0, RFC 5321 §3.8) without counting."""
         open_now = self.connections.get(client_ip, 0)
+        if self.max_total and self.total >= self.max_total:
+            return SERVER_BUSY
         if self.max_connections and open_now >= self.max_connections and not self.exempt(client_ip):
             return TOO_MANY_CONNECTIONS
         self.connections[client_ip] = open_now + 1
         return None
+
+    @property
+    def total(self) -> int:
+        """Connections open now, from every client."""
+        return sum(self.connections.values())
 
     def connection_closed(self, client_ip: str) -> None:
         left = self.connections.get(client_ip, 0) - 1
