@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import ssl
 import statistics
 import subprocess
@@ -109,8 +110,8 @@ def one_run(
         cpu = procstat.cpu_seconds(root) - cpu_before
     finally:
         if spy is not None:
-            spy.terminate()
-            spy.wait(timeout=30)
+            spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            spy.wait(timeout=60)
         sender.stop()
     counts = world.sink.counts()
     timed_out = counts.messages < len(injected.latencies)
@@ -162,6 +163,7 @@ def top_frames(collapsed: Path, limit: int = 15) -> dict[str, list[tuple[str, fl
     """Self and inclusive shares of the hottest frames in py-spy's collapsed stacks."""
     self_time: dict[str, int] = {}
     inclusive: dict[str, int] = {}
+    project: dict[str, int] = {}  # relay/ and tlsa/ functions, line numbers folded
     total = 0
     for line in collapsed.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -173,12 +175,26 @@ def top_frames(collapsed: Path, limit: int = 15) -> dict[str, list[tuple[str, fl
         self_time[frames[-1]] = self_time.get(frames[-1], 0) + count
         for frame in set(frames):
             inclusive[frame] = inclusive.get(frame, 0) + count
+        for function in {_function(f) for f in frames if _is_project(f)}:
+            project[function] = project.get(function, 0) + count
 
-    def top(table: dict[str, int]) -> list[tuple[str, float]]:
+    def top(table: dict[str, int], limit: int = limit) -> list[tuple[str, float]]:
         ranked = sorted(table.items(), key=lambda kv: -kv[1])[:limit]
         return [(frame, round(100 * count / max(total, 1), 1)) for frame, count in ranked]
 
-    return {"self": top(self_time), "inclusive": top(inclusive)}
+    return {"self": top(self_time), "inclusive": top(inclusive), "project": top(project, 25)}
+
+
+def _function(frame: str) -> str:
+    """``name (file:line)`` -> ``name (file)``."""
+    name, _, where = frame.partition(" (")
+    return f"{name} ({where.rsplit(':', 1)[0]})" if where else name
+
+
+def _is_project(frame: str) -> bool:
+    return ("relay/" in frame or "tlsa/" in frame) and not any(
+        skip in frame for skip in ("relay/cli", "relay/__main__")
+    )
 
 
 # -- the sink's ceiling and the machine ----------------------------------------------------
@@ -326,8 +342,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "## dane-relay profile (py-spy, one extra run, not in the medians)", ""]
         lines += ["Self time (% of samples):", ""]
         lines += [f"- {share}% `{frame}`" for frame, share in profile["self"]]
-        lines += ["", "Inclusive (% of samples):", ""]
-        lines += [f"- {share}% `{frame}`" for frame, share in profile["inclusive"]]
+        lines += ["", "dane-relay's own functions, inclusive (% of samples):", ""]
+        lines += [f"- {share}% `{frame}`" for frame, share in profile["project"]]
     return "\n".join(lines) + "\n"
 
 
