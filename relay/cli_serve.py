@@ -10,8 +10,12 @@ Exit status: 0 after a clean shutdown; 2 for an invalid configuration, a
 spool already used by another `serve`, or a listen address that cannot be
 bound (one line on stderr, never a traceback).
 
-DNS on a fresh machine: the embedded default takes its nameservers from
-/etc/resolv.conf, and the resolver mode refuses any that is not on
+DNS on a fresh machine: the embedded default validates DNSSEC in-process
+(`validation = "local"`) from the shipped root anchors and asks the
+nameservers of /etc/resolv.conf, wherever they are; when they cannot deliver
+a validated root key set (no internet, an upstream that strips RRSIGs) the
+probe below says so loudly and DANE deliveries defer.  With
+`validation = "resolver"` nameservers taken from resolv.conf must be on
 loopback (RFC 7672 §2.1.1: the AD bit is only trustworthy from a resolver
 nobody can tamper with on the way).  When `[dns] nameservers` is *not*
 set and resolv.conf's are refused, `serve` still starts, so mail is
@@ -354,12 +358,17 @@ class _Server:
     async def _probe(self) -> str:
         """The resolver probe (tlsa/resolver.py), loud when DNSSEC cannot be trusted."""
         if self.dns.resolver is None:
+            wanted = (
+                "a recursive resolver (validation is local)"
+                if self.config.dns.validation == "local"
+                else "a DNSSEC-validating resolver on loopback (e.g. Unbound at 127.0.0.1)"
+            )
             log.error(
                 "NO TRUSTWORTHY DNSSEC RESOLVER: %s. Mail is accepted and queued, but every "
-                "delivery is deferred until [dns] nameservers lists a DNSSEC-validating "
-                "resolver on loopback (e.g. Unbound at 127.0.0.1) and dane-relay is restarted "
-                "or reloaded (SIGHUP with --config).",
+                "delivery is deferred until [dns] nameservers lists %s and dane-relay is "
+                "restarted or reloaded (SIGHUP with --config).",
                 self.dns.problem,
+                wanted,
             )
             return " (NOT AVAILABLE: every delivery is deferred)"
         assert self.dns.trust is not None  # dns_setup makes one with every resolver
@@ -372,7 +381,7 @@ class _Server:
             "DNSSEC VALIDATION PROBLEM: %s. Mail is accepted and queued; destinations at the "
             "dane and dane-only levels are deferred (4.4.3) until the probe succeeds (it is "
             "repeated at most once a minute), levels none, may and encrypt are unaffected.",
-            self.dns.trust.warning or state.reason,
+            (self.dns.trust.warning or state.reason or "").rstrip("."),
         )
         word = "UNKNOWN" if state.kind is TrustKind.UNKNOWN else "NOT VALIDATING"
         return f" (probe: {word}, see the error above)"

@@ -194,6 +194,9 @@ def nameserver_list(value: Any) -> tuple[Nameserver, ...]:
 class DnsConfig:
     """[dns]: how answers and their DNSSEC status are obtained (RFC 7672 §2.1.1).
 
+    `validation` "local" (the default) validates every answer in-process from
+    the trust anchors (RFC 4035 §5), so any recursive resolver will do;
+    "resolver" trusts the AD bit of a validating resolver on loopback.
     `nameservers` None means the nameserver lines of /etc/resolv.conf (port
     53), read when the resolver is made.  `trust_anchor` None means the IANA
     root anchors shipped in the package; a relative path is relative to the
@@ -201,7 +204,7 @@ class DnsConfig:
     over the nameservers.
     """
 
-    validation: str = field(default="resolver", metadata=parsed_by(one_of("resolver", "local")))
+    validation: str = field(default="local", metadata=parsed_by(one_of("resolver", "local")))
     nameservers: tuple[Nameserver, ...] | None = field(
         default=None, metadata=parsed_by(nameserver_list)
     )

@@ -98,8 +98,10 @@ def trust_from_probe(probe: ProbeOutcome, validation: str) -> DNSTrust:
     answer = probe.answer
     if validation == "local":
         kind = TrustKind.UNKNOWN if answer.security is Security.ERROR else TrustKind.NOT_VALIDATING
-        detail = probe.warning or answer.reason or "the trust anchor's keys did not validate"
-        return DNSTrust(kind, f"{LOCAL_PROBLEM}: {detail}")
+        detail = answer.reason or probe.warning or "the trust anchor's keys did not validate"
+        return DNSTrust(
+            kind, f"{LOCAL_PROBLEM} (the probe '{answer.qname} DNSKEY' failed): {detail}"
+        )
     if answer.security.failed:
         why = answer.reason or answer.security.value
         return DNSTrust(TrustKind.UNKNOWN, f"{UNKNOWN}: {why}")

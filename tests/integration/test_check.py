@@ -401,7 +401,7 @@ async def test_ipv6_address_with_another_certificate_gets_its_own_verdict(
     host, resolver_port = world.resolver
     config = tmp_path / "relay.toml"
     config.write_text(
-        f'[dns]\nnameservers = ["{host}:{resolver_port}"]\n\n'
+        f'[dns]\nvalidation = "resolver"\nnameservers = ["{host}:{resolver_port}"]\n\n'
         f'[delivery]\nhelo_name = "relay.test"\nsmtp_port = {port}\nconnect_timeout = 5\n'
     )
 
@@ -463,7 +463,10 @@ async def test_spf_over_ten_lookups_fails(mail: MailWorld, tmp_path: Path) -> No
 
 async def test_unreachable_resolver_exits_2(tmp_path: Path) -> None:
     config = tmp_path / "relay.toml"
-    config.write_text('[dns]\nnameservers = ["127.0.0.1:9"]\ntimeout = 0.5\nattempts = 1\n')
+    config.write_text(
+        '[dns]\nvalidation = "resolver"\nnameservers = ["127.0.0.1:9"]\n'
+        "timeout = 0.5\nattempts = 1\n"
+    )
     checked = await check(config, "chk-ee.test")
     assert checked.exit_code == 2
     assert checked.report["result"] == "error" and checked.report["error"]

@@ -203,7 +203,9 @@ async def test_probe_warns_against_the_nonvalidating_unbound(dns_world: World) -
 
 def config_for(tmp_path: Path, server: tuple[str, int]) -> str:
     file = tmp_path / "relay.toml"
-    file.write_text(f'[dns]\nnameservers = ["{server[0]}:{server[1]}"]\ntimeout = 3\n')
+    file.write_text(
+        f'[dns]\nvalidation = "resolver"\nnameservers = ["{server[0]}:{server[1]}"]\ntimeout = 3\n'
+    )
     return str(file)
 
 

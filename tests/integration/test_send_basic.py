@@ -92,7 +92,8 @@ def lab(world_factory: WorldFactory, tmp_path_factory: pytest.TempPathFactory) -
     resolver_host, resolver_port = world.resolver
     config = tmp_path_factory.mktemp("send-basic") / "relay.toml"
     config.write_text(
-        f'[dns]\nnameservers = ["{resolver_host}:{resolver_port}"]\ntimeout = 2\n\n'
+        '[dns]\nvalidation = "resolver"\n'
+        f'nameservers = ["{resolver_host}:{resolver_port}"]\ntimeout = 2\n\n'
         f'[delivery]\nhelo_name = "relay.test"\nsmtp_port = {port}\n'
         "connect_timeout = 5\ncommand_timeout = 10\ndata_timeout = 10\n"
     )

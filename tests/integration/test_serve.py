@@ -506,7 +506,7 @@ async def test_invalid_config_exits_2_with_one_line(tmp_path: Path) -> None:
 
 async def test_explicit_remote_nameserver_is_a_config_error(tmp_path: Path) -> None:
     config = tmp_path / "relay.toml"
-    config.write_text('[dns]\nnameservers = ["192.0.2.53"]\n')
+    config.write_text('[dns]\nvalidation = "resolver"\nnameservers = ["192.0.2.53"]\n')
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "relay", "serve", "--config", str(config),
         cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -520,15 +520,61 @@ async def test_explicit_remote_nameserver_is_a_config_error(tmp_path: Path) -> N
 async def test_default_dns_on_this_machine_starts_and_defers_loudly(tmp_path: Path) -> None:
     """The embedded defaults but for the listen port (2525 may be taken on a test machine).
 
-    DNS comes from /etc/resolv.conf.  Where it lists a resolver that is not on
-    loopback (as on these machines), serve starts, logs a loud error and
-    defers every delivery with "no trustworthy DNSSEC resolver"; where it
-    lists only loopback resolvers, serve starts with them.
+    The default is local validation from the IANA root anchors, asking the
+    nameservers of /etc/resolv.conf, wherever they are.  On a machine where the
+    root's keys cannot be validated through them (no internet, as here) serve
+    still starts, logs the probe's problem loudly and defers DANE deliveries
+    with that reason (4.4.3): never a crash, never a bounce.
+    """
+    servers = system_nameservers()
+    port = free_port()
+    config = tmp_path / "relay.toml"
+    config.write_text(f'[listen]\naddress = "127.0.0.1:{port}"\n')
+    serve = Serve(tmp_path, config, port, tmp_path / "serve.log")
+    await serve.start()
+    try:
+        log = serve.log_text()
+        assert f"spool {tmp_path / 'spool'}" in log  # the default spool: in the working dir
+        if not servers:
+            assert "error: NO TRUSTWORTHY DNSSEC RESOLVER: dns.nameservers" in log
+            return
+        assert "DNS: local DNSSEC validation from the IANA root anchors" in log, log
+        assert servers[0][0] in log
+        if "(probe: validating)" in log:
+            return  # a machine with a working upstream: nothing to defer
+        assert "error: DNSSEC VALIDATION PROBLEM: " in log, log
+        queue_id = await asyncio.to_thread(serve.submit, "default-dns", ["user@example.com"])
+
+        def deferred() -> bool:
+            with serve.spool() as spool:
+                entry = spool.entry(queue_id)
+            return entry is not None and entry.recipients[0].status is RecipientStatus.DEFERRED
+
+        await until(deferred, "the deferral")
+        with serve.spool() as spool:
+            entry = spool.entry(queue_id)
+        assert entry is not None
+        (recipient,) = entry.recipients
+        assert recipient.reason.startswith("in-process DNSSEC validation is not possible"), (
+            recipient.reason
+        )
+        assert recipient.dsn_status == "4.4.3"
+    finally:
+        assert await serve.terminate() == 0, serve.log_text()
+
+
+async def test_resolver_mode_on_this_machine_starts_and_defers_loudly(tmp_path: Path) -> None:
+    """validation = "resolver" with DNS from /etc/resolv.conf.
+
+    Where it lists a resolver that is not on loopback (as on these machines),
+    serve starts, logs a loud error and defers every delivery with "no
+    trustworthy DNSSEC resolver"; where it lists only loopback resolvers,
+    serve starts with them.
     """
     refused = [ip for ip, _ in system_nameservers() if not _loopback(ip)]
     port = free_port()
     config = tmp_path / "relay.toml"
-    config.write_text(f'[listen]\naddress = "127.0.0.1:{port}"\n')
+    config.write_text(f'[dns]\nvalidation = "resolver"\n\n[listen]\naddress = "127.0.0.1:{port}"\n')
     serve = Serve(tmp_path, config, port, tmp_path / "serve.log")
     await serve.start()
     try:

@@ -29,7 +29,10 @@ def server() -> Iterator[FakeDNS]:
 @pytest.fixture
 def config(tmp_path: Path, server: FakeDNS) -> Path:
     file = tmp_path / "relay.toml"
-    file.write_text(f'[dns]\nnameservers = ["127.0.0.1:{server.port}"]\ntimeout = 0.5\n')
+    file.write_text(
+        '[dns]\nvalidation = "resolver"\n'
+        f'nameservers = ["127.0.0.1:{server.port}"]\ntimeout = 0.5\n'
+    )
     return file
 
 
@@ -212,7 +215,7 @@ def test_bad_config_exits_two_naming_the_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     file = tmp_path / "relay.toml"
-    file.write_text('[dns]\nnameservers = ["192.0.2.1"]\n')
+    file.write_text('[dns]\nvalidation = "resolver"\nnameservers = ["192.0.2.1"]\n')
     status, out, err = run(capsys, "dns", "example.", "A", "--config", str(file))
     assert status == 2
     assert out == ""

@@ -9,6 +9,7 @@ import pytest
 from relay.config import Config, DnsConfig, make_resolver, parse_nameserver, system_nameservers
 from relay.errors import ConfigError, UsageError
 from relay.policy import PolicyLevel
+from tlsa.local_resolver import LocalValidatingResolver
 from tlsa.trust_anchors import TrustAnchorError, load_trust_anchors, parse_trust_anchors
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -22,7 +23,7 @@ def write(tmp_path: Path, text: str, name: str = "relay.toml") -> Path:
 
 def test_defaults() -> None:
     dns = Config.default().dns
-    assert dns.validation == "resolver"
+    assert dns.validation == "local"
     assert dns.nameservers is None
     assert dns.trust_anchor is None
     assert dns.timeout == 5.0
@@ -95,7 +96,11 @@ def test_remote_nameserver_accepted_when_allowed(tmp_path: Path) -> None:
         ('[dns]\nnameservers = ["127.0.0.1:99999"]', "dns.nameservers", "out of range"),
         ('[dns]\nnameservers = ["127.0.0.1:x"]', "dns.nameservers", "no valid port"),
         ('[dns]\nnameservers = ["[127.0.0.1]:53"]', "dns.nameservers", "brackets"),
-        ('[dns]\nnameservers = ["192.0.2.1"]', "dns.nameservers", "not on the loopback"),
+        (
+            '[dns]\nvalidation = "resolver"\nnameservers = ["192.0.2.1"]',
+            "dns.nameservers",
+            "not on the loopback",
+        ),
         ('[dns]\ntrust_anchor = "missing.txt"', "dns.trust_anchor", "cannot read"),
         ("[dns]\ntrust_anchor = 3", "dns.trust_anchor", "file path"),
         ("[dns]\nrecursion = true", "dns.recursion", "unknown key"),
@@ -127,7 +132,7 @@ def test_local_validation_accepts_a_remote_upstream(tmp_path: Path) -> None:
 
 def test_remote_nameserver_error_says_how_to_override(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"dns\.allow_remote_resolver = true"):
-        Config.load(write(tmp_path, '[dns]\nnameservers = ["192.0.2.1"]'))
+        Config.load(write(tmp_path, '[dns]\nvalidation = "resolver"\nnameservers = ["192.0.2.1"]'))
 
 
 def test_bad_trust_anchor_contents(tmp_path: Path) -> None:
@@ -180,7 +185,7 @@ def test_make_resolver_uses_resolv_conf_when_nameservers_unset(tmp_path: Path) -
 def test_make_resolver_refuses_remote_nameserver_from_resolv_conf(tmp_path: Path) -> None:
     conf = write(tmp_path, "nameserver 10.0.0.2\n", "resolv.conf")
     with pytest.raises(ConfigError) as caught:
-        make_resolver(DnsConfig(), resolv_conf=conf)
+        make_resolver(DnsConfig(validation="resolver"), resolv_conf=conf)
     message = str(caught.value)
     assert message.startswith(f"dns.nameservers (not set; taken from {conf}): ")
     assert "10.0.0.2 is not on the loopback interface" in message
@@ -321,3 +326,12 @@ def test_bad_delivery_and_policy_values_name_the_key(text: str, words: str) -> N
     assert message.startswith("relay.toml: ")
     assert words in message, message
     assert "\n" not in message
+
+
+def test_default_local_validation_accepts_a_remote_nameserver_from_resolv_conf(
+    tmp_path: Path,
+) -> None:
+    conf = write(tmp_path, "nameserver 10.0.0.2\n", "resolv.conf")
+    resolver = make_resolver(DnsConfig(), resolv_conf=conf)
+    assert isinstance(resolver, LocalValidatingResolver)
+    assert resolver.nameservers == (("10.0.0.2", 53),)

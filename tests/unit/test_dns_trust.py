@@ -92,13 +92,13 @@ def _probe(validating: bool, security: Any, warning: str | None = None) -> Probe
             _probe(False, ERR, "DNSSEC validation is impossible: strips"),
             "local",
             TrustKind.UNKNOWN,
-            "in-process DNSSEC validation is not possible: DNSSEC validation is impossible: strips",
+            "in-process DNSSEC validation is not possible (the probe '. DNSKEY' failed): timeout",
         ),
         (
             _probe(False, BOG, "anchor keys did not validate"),
             "local",
             TrustKind.NOT_VALIDATING,
-            "not possible: anchor keys did not validate",
+            "not possible (the probe '. DNSKEY' failed): ",
         ),
     ],
 )
