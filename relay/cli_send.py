@@ -301,8 +301,9 @@ def attempt_lines(attempt: DomainAttempt) -> list[str]:
                         )
                     else:
                         lines.append(f"{peer}: {conn.authentication}")
-                if conn.failure is not None:
-                    lines.append(f"{peer}: {conn.failure.detail}")
+                failure = f"{peer}: {conn.failure.detail}" if conn.failure is not None else None
+                if failure is not None and failure not in lines:  # a DANE refusal is said once
+                    lines.append(failure)
     return lines
 
 
