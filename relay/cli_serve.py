@@ -61,7 +61,6 @@ import fcntl
 import logging
 import os
 import signal
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,21 +224,6 @@ def engine_settings(config: Config) -> EngineSettings:
     )
 
 
-class _NotifyingSpool(Spool):
-    """The spool the listener puts into: after each accepted message, wake the engine.
-
-    (The listener has no callback of its own for this; see the final report.)
-    """
-
-    on_put: Callable[[], None] | None = None
-
-    async def put(self, *args: Any, **kwargs: Any) -> str:
-        queue_id = await super().put(*args, **kwargs)
-        if self.on_put is not None:
-            self.on_put()
-        return queue_id
-
-
 def run(args: argparse.Namespace) -> int:
     config_file: Path | None = args.config
     config = Config.load(config_file) if config_file is not None else Config.default()
@@ -255,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _serve(config: Config, config_file: Path | None, dns: DNSSetup, spool_path: Path) -> int:
     try:
-        spool = await asyncio.to_thread(_NotifyingSpool, spool_path)
+        spool = await asyncio.to_thread(Spool, spool_path)
     except SpoolError as exc:
         raise UsageError(f"serve: spool.path: {exc}") from None
     metrics = Metrics(queue_size=spool.count)
@@ -264,12 +248,12 @@ async def _serve(config: Config, config_file: Path | None, dns: DNSSetup, spool_
         spool, make_deliverer(config, dns), settings=engine_settings(config), observers=observers
     )
 
-    def accepted() -> None:
+    def accepted(queue_id: str) -> None:
+        # Submitted mail only: the engine's own notices are not "accepted" (metrics).
         metrics.accepted()
         engine.wake()
 
-    spool.on_put = accepted
-    listener = Listener(config.listen.settings(), spool)
+    listener = Listener(config.listen.settings(), spool, on_queued=accepted)
     server = _Server(config, config_file, dns, spool, engine, listener, metrics)
     try:
         return await server.run()

@@ -564,6 +564,8 @@ class _Handler:
             len(recipients),
             len(content),
         )
+        if self.listener.on_queued is not None:
+            self.listener.on_queued(queue_id)
         return str(queued(queue_id))  # only now: the message is fsynced (RFC 5321 §6.1)
 
 
@@ -585,10 +587,13 @@ class Listener:
         spool: Spool,
         *,
         clock: Callable[[], float] = time.time,
+        on_queued: Callable[[str], None] | None = None,
     ) -> None:
+        """`on_queued(queue_id)` runs after each message is durably queued (before the 250)."""
         self.settings = settings
         self.spool = spool
         self.clock = clock
+        self.on_queued = on_queued
         self.hostname = settings.hostname or socket.gethostname()
         self.handler = _Handler(self)
         self.limits = ClientLimits(

@@ -212,6 +212,22 @@ async def test_message_is_stored_exactly_and_250_names_the_queue_id(start: Start
     assert b"with ESMTP\r\n" in received and b"for <rcpt@example.net>;" in received
 
 
+async def test_on_queued_hears_each_queued_message(tmp_path: Path) -> None:
+    """serve wakes the engine through this hook, once per message, after the fsync."""
+    queued_ids: list[str] = []
+    spool = Spool(tmp_path / "spool")
+    listener = Listener(settings(), spool, clock=Clock(), on_queued=queued_ids.append)
+    await listener.start()
+    host, port = listener.addresses[0]
+    try:
+        queue = await asyncio.to_thread(send_message, Running(listener, spool, Clock(), host, port))
+        assert queued_ids == [queue]
+        assert spool.entry(queue) is not None
+    finally:
+        await listener.stop(grace=5)
+        spool.close()
+
+
 async def test_ehlo_advertises_the_extensions(start: Start) -> None:
     running = await start(settings(max_message_size=1_000_000))
     async with raw(running) as client:
