@@ -163,4 +163,4 @@ def seeds() -> list[bytes]:
 
 
 if __name__ == "__main__":
-    main(test_one_input, seeds)
+    main(test_one_input, seeds, ("tlsa.", "relay.", "aiosmtpd."))
