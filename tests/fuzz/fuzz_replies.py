@@ -12,6 +12,7 @@ a failed RCODE is never data; a CNAME chain is at most MAX_CNAME_HOPS long.
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -126,6 +127,12 @@ def seeds() -> list[bytes]:
     short[-33] = 0x1F  # an RDATA length that no longer fits
     wires.append(bytes(short))
     return [bytes([0, 1]) + w for w in wires] + [bytes([0, 0]) + w[:40] for w in wires]
+
+
+@functools.cache
+def cached_seeds() -> tuple[bytes, ...]:
+    """`seeds()` built once (other harnesses draw from them at every input)."""
+    return tuple(seeds())
 
 
 if __name__ == "__main__":

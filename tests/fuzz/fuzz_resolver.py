@@ -25,7 +25,7 @@ if __name__ == "__main__":
 
 import dns.message
 
-from tests.fuzz.fuzz_replies import seeds as reply_seeds
+from tests.fuzz.fuzz_replies import cached_seeds as reply_seeds
 from tests.fuzz.harness import ByteReader, main
 from tests.unit.fakedns import FakeDNS
 from tlsa.answers import Answer, Security

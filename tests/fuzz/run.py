@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
 from tests.fuzz.harness import write_seeds  # noqa: E402
 
 #: Every harness, cheapest first.
-TARGETS = ("tlsa_records", "replies", "submission", "match", "resolver", "listener")
+TARGETS = ("tlsa_records", "replies", "submission", "match", "validator", "resolver", "listener")
 #: Seconds one input may take before it counts as a hang.
 INPUT_TIMEOUT = 25
 #: Memory a harness process may use (MB); beyond it libFuzzer reports a finding.

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tests.fuzz import run
 
-PURE = ("tlsa_records", "replies", "submission", "match")
+PURE = ("tlsa_records", "replies", "submission", "match", "validator")
 
 
 def harness(target: str) -> ModuleType:
