@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 SYSTEM_TOOLS    := nsd unbound ldns-signzone ldns-keygen
 SYSTEM_PACKAGES := nsd unbound ldnsutils bind9-utils
 
-.PHONY: run test lint typecheck unit system-deps clean
+.PHONY: run test lint typecheck unit fuzz system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+## A short coverage-guided fuzz pass over every harness in tests/fuzz (CI runs it after `test`).
+FUZZ_SECONDS ?= 30
+fuzz: $(STAMP)
+	$(BIN)/python tests/fuzz/run.py --seconds $(FUZZ_SECONDS)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

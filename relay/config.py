@@ -33,6 +33,8 @@ from relay.errors import ConfigError
 from relay.policy import DEFAULT_LEVEL, PolicyLevel, level_for_domain
 from relay.schedule import DAY, RetryPolicy
 from relay.submission import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_MESSAGES_PER_MINUTE_PER_CLIENT,
@@ -485,6 +487,10 @@ class ListenConfig:
         default=DEFAULT_MAX_MESSAGES_PER_MINUTE_PER_CLIENT,
         metadata=parsed_by(integer(0, 1_000_000)),
     )
+    max_connections: int = field(
+        default=DEFAULT_MAX_CONNECTIONS, metadata=parsed_by(integer(0, 1_000_000))
+    )
+    idle_timeout: float = field(default=DEFAULT_IDLE_TIMEOUT, metadata=parsed_by(positive_number))
 
     def check(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -504,6 +510,8 @@ class ListenConfig:
             max_recipients=self.max_recipients,
             max_connections_per_client=self.max_connections_per_client,
             max_messages_per_minute_per_client=self.max_messages_per_minute_per_client,
+            max_connections=self.max_connections,
+            idle_timeout=self.idle_timeout,
         )
 
 

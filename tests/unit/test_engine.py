@@ -638,6 +638,8 @@ def test_listen_section_maps_onto_the_listener_settings(tmp_path: Path) -> None:
         max_recipients = 10
         max_connections_per_client = 0
         max_messages_per_minute_per_client = 5
+        max_connections = 7
+        idle_timeout = 30
 
         [spool]
         path = "queue"
@@ -656,6 +658,7 @@ def test_listen_section_maps_onto_the_listener_settings(tmp_path: Path) -> None:
     assert (settings.max_message_size, settings.max_recipients) == (1048576, 10)
     assert settings.max_connections_per_client == 0
     assert settings.max_messages_per_minute_per_client == 5
+    assert (settings.max_connections, settings.idle_timeout) == (7, 30.0)
     assert config.spool.path == tmp_path / "queue"  # relative to the file
     assert config.metrics.listen == "127.0.0.1:9466"
     default = Config.default()
