@@ -7,6 +7,14 @@ list (RFC 7672 §2.1.3).  Exit status: 0 for a secure or insecure answer
 (NXDOMAIN and NODATA included: they are answers, RFC 7672 §2.1.1), 1 when
 the lookup failed (bogus or error), 2 for bad usage.  A warning goes to
 stderr when the resolver does not appear to validate DNSSEC.
+
+With --explain and `[dns] validation = "local"`, the chain of trust the
+in-process validator walked for this one lookup (caches bypassed) is printed
+first, zone cut by zone cut like delv +vtrace: trust anchor, DS records and the
+DNSKEY they matched (RFC 4035 §5.2), DNSKEY RRsets, the RRSIGs that verified
+(RFC 4035 §5.3), the NSEC/NSEC3 proofs used (RFC 4035 §5.4, RFC 5155 §8), where
+an insecure chain stops or a bogus one breaks.  With a validating resolver the
+AD bit is all there is, so --explain says so in one line.
 """
 
 from __future__ import annotations
@@ -21,12 +29,19 @@ from typing import Any
 from relay.config import Config, make_resolver
 from relay.errors import UsageError
 from tlsa.answers import Answer, AnswerKind, MXRecord, Security
+from tlsa.local_resolver import LocalValidatingResolver
 from tlsa.records import TLSARecord
 from tlsa.replies import Record, canonical_name, rdtype_code
 from tlsa.resolver import ProbeResult, Resolver
+from tlsa.validator import TraceStep
 
 EXIT_ANSWER = 0
 EXIT_FAILED = 1
+
+NO_CHAIN_WITH_RESOLVER = (
+    'the chain of trust is not visible with validation = "resolver": the AD bit is all '
+    'a validating resolver gives (use validation = "local" to see it)'
+)
 
 
 def register(commands: Any) -> None:
@@ -43,6 +58,11 @@ def register(commands: Any) -> None:
     parser.add_argument("rdtype", metavar="TYPE", help="record type, e.g. MX, A, AAAA, TLSA")
     parser.add_argument("--config", type=Path, metavar="FILE", help="configuration file")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="show the chain of trust validated, zone cut by zone cut (validation = local)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -54,14 +74,52 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"dns: {exc}") from None
     resolver = make_resolver(config.dns)
-    answer, probe = asyncio.run(_lookup(resolver, qname, args.rdtype.upper()))
+    explain = bool(getattr(args, "explain", False))
+    trace: tuple[TraceStep, ...] | None = None
+    if explain and isinstance(resolver, LocalValidatingResolver):
+        answer, trace, probe = asyncio.run(_explain(resolver, qname, args.rdtype.upper()))
+    else:
+        answer, probe = asyncio.run(_lookup(resolver, qname, args.rdtype.upper()))
     if probe.warning is not None:
         print(f"dane-relay: warning: {probe.warning}", file=sys.stderr)
     if args.json:
-        print(json.dumps(to_json(answer, probe), indent=2))
+        result = to_json(answer, probe)
+        if explain:
+            result["explain"] = None if trace is None else [explain_json(s) for s in trace]
+            if trace is None:
+                print(f"dane-relay: note: {NO_CHAIN_WITH_RESOLVER}", file=sys.stderr)
+        print(json.dumps(result, indent=2))
     else:
+        if explain:
+            print(f"; {NO_CHAIN_WITH_RESOLVER}" if trace is None else explain_text(trace))
         print(to_text(answer))
     return EXIT_FAILED if answer.security.failed else EXIT_ANSWER
+
+
+async def _explain(
+    resolver: LocalValidatingResolver, qname: str, rdtype: str
+) -> tuple[Answer[Record], tuple[TraceStep, ...], ProbeResult]:
+    (answer, trace), probe = await asyncio.gather(resolver.explain(qname, rdtype), resolver.probe())
+    return answer, trace, probe
+
+
+def explain_json(step: TraceStep) -> dict[str, str]:
+    """One step of the chain of trust for --json: zone, what, detail."""
+    return {"zone": step.zone, "what": step.what, "detail": step.detail}
+
+
+def explain_text(trace: tuple[TraceStep, ...]) -> str:
+    """The chain of trust as comment lines, a header per zone (delv +vtrace style)."""
+    if not trace:
+        return "; chain of trust: none (the lookup failed before validation)"
+    lines = ["; chain of trust (validated in-process, caches bypassed):"]
+    zone: str | None = None
+    for step in trace:
+        if step.zone != zone:
+            zone = step.zone
+            lines.append(f";   {zone}")
+        lines.append(f";     {step.what}: {step.detail}")
+    return "\n".join(lines)
 
 
 async def _lookup(

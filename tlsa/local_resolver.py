@@ -39,7 +39,7 @@ from tlsa.answers import Answer, AnswerKind, Security
 from tlsa.replies import EDNS_PAYLOAD, Record, Reply, interpret, rdtype_code
 from tlsa.resolver import AnswerCache, Nameserver, ProbeResult, ValidatingStubResolver
 from tlsa.trust_anchors import TrustAnchor
-from tlsa.validator import Fetch, KeyCache, Limits, Validator, Verdict
+from tlsa.validator import Fetch, KeyCache, Limits, TraceStep, Validator, Verdict
 
 __all__ = ["LocalValidatingResolver"]
 
@@ -74,7 +74,8 @@ class LocalValidatingResolver(ValidatingStubResolver):
             clock=clock,
             cache=cache,
         )
-        self.validator = Validator(anchors, limits=limits, cache=KeyCache())
+        self.anchors = tuple(anchors)
+        self.validator = Validator(self.anchors, limits=limits, cache=KeyCache())
         self._wall_clock = wall_clock
         self._fetches: dict[tuple[str, str], asyncio.Future[Reply | str]] = {}
         #: Why the upstream cannot be used for validation (RRSIGs stripped), once probed.
@@ -107,6 +108,37 @@ class LocalValidatingResolver(ValidatingStubResolver):
             )
             return ProbeResult(False, answer, warning)
         return ProbeResult(True, answer)
+
+    async def explain(
+        self, qname: str, rdtype: str
+    ) -> tuple[Answer[Record], tuple[TraceStep, ...]]:
+        """One lookup, bypassing the caches, with the chain of trust it validated.
+
+        A fresh key cache makes the validator walk (and record) every zone cut from
+        the trust anchor down; the shared caches are neither read nor written.
+        The last step is the verdict; an upstream failure has no chain at all.
+        """
+        code = rdtype_code(rdtype)
+        if not self._probed:
+            await self._probe_anchors()
+        if self.upstream_problem is not None:
+            failure: Answer[Record] = Answer.failure(
+                qname, _type_text(code), Security.ERROR, self.upstream_problem
+            )
+            return failure, ()
+        result = await self.exchange(qname, code)
+        if isinstance(result, Answer):
+            return result, ()
+        reply, server = result
+        answer = interpret(reply, qname, code, _server_text(server))
+        if answer.security.failed:
+            return answer, ()
+        trace: list[TraceStep] = []
+        fresh = Validator(self.anchors, limits=self.validator.limits, cache=KeyCache())
+        now = self._wall_clock()
+        verdict = await self._drive(fresh.validate(qname, _type_text(code), reply, now, trace))
+        trace.append(TraceStep(qname, "verdict", f"{verdict.security.value}: {verdict.reason}"))
+        return _with_verdict(answer, verdict, now), tuple(trace)
 
     # -- work ------------------------------------------------------------------------------
 

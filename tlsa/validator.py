@@ -82,6 +82,7 @@ __all__ = [
     "KeyCache",
     "Limits",
     "Message",
+    "TraceStep",
     "Validator",
     "Verdict",
     "ZoneKeys",
@@ -147,6 +148,20 @@ class Verdict:
     expires: float | None = None
     #: The reply said NXDOMAIN, but a secure proof shows an empty non-terminal: NODATA.
     nxdomain_is_nodata: bool = False
+
+
+@dataclass(frozen=True)
+class TraceStep:
+    """One step of the chain of trust as a validation walked it, for `dns --explain`.
+
+    `zone` is the zone the step belongs to (the trust anchor, a delegation, the
+    signer of the answer), `what` a short label ("trust anchor", "DS", "DNSKEY",
+    "RRSIG", "no DS", "denial", "failed"), `detail` the facts in words.
+    """
+
+    zone: str
+    what: str
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -343,9 +358,19 @@ class Validator:
 
     # -- entry points ---------------------------------------------------------------
 
-    def validate(self, qname: str, rdtype: str, reply: Reply, now: float) -> Step:
-        """Judge `reply` to the query `qname`/`rdtype`; yields Fetch, returns the Verdict."""
-        run = _Run(self, now)
+    def validate(
+        self,
+        qname: str,
+        rdtype: str,
+        reply: Reply,
+        now: float,
+        trace: list[TraceStep] | None = None,
+    ) -> Step:
+        """Judge `reply` to the query `qname`/`rdtype`; yields Fetch, returns the Verdict.
+
+        With a `trace` list, the steps of the chain of trust are appended to it.
+        """
+        run = _Run(self, now, trace)
         try:
             verdict = yield from run.answer(
                 dns.name.from_text(qname), dns.rdatatype.from_text(rdtype), Message(reply)
@@ -354,9 +379,11 @@ class Validator:
             return Verdict(Security.BOGUS, f"validation stopped: {exc}")
         return verdict
 
-    def zone_keys(self, name: str, now: float) -> Generator[Fetch, Reply | str, Verdict]:
+    def zone_keys(
+        self, name: str, now: float, trace: list[TraceStep] | None = None
+    ) -> Generator[Fetch, Reply | str, Verdict]:
         """The security of the zone holding `name` (the startup probe and --explain use it)."""
-        run = _Run(self, now)
+        run = _Run(self, now, trace)
         try:
             found = yield from run.walk(dns.name.from_text(name))
         except _TooMuchWork as exc:
@@ -369,11 +396,19 @@ class Validator:
 class _Run:
     """One validation: the budget, the time, and the rules."""
 
-    def __init__(self, validator: Validator, now: float) -> None:
+    def __init__(
+        self, validator: Validator, now: float, trace: list[TraceStep] | None = None
+    ) -> None:
         self.v = validator
         self.now = now
         self.budget = _Budget(validator.limits)
         self.empty_non_terminal = False
+        self.trace = trace
+
+    def note(self, zone: Name, what: str, detail: str) -> None:
+        """Record one step of the chain of trust, when a trace was asked for."""
+        if self.trace is not None:
+            self.trace.append(TraceStep(_text(zone), what, detail))
 
     # -- fetching -----------------------------------------------------------------------
 
@@ -404,6 +439,14 @@ class _Run:
             problem = self._verify_one(rrset, sig, keys.keys)
             if problem is None:
                 self._note_expiry(sig.expiration)
+                # The DS and DNSKEY steps belong to the zone they lead into.
+                step_zone = rrset.name if rrset.rdtype in (_DS, _DNSKEY) else keys.zone
+                self.note(
+                    step_zone,
+                    "RRSIG",
+                    f"{what} verified with {_text(keys.zone)} key tag {sig.key_tag} "
+                    f"(algorithm {sig.algorithm}), signature expires {_time(sig.expiration)}",
+                )
                 return None
             if problem not in reasons:
                 reasons.append(problem)
@@ -481,6 +524,7 @@ class _Run:
         else:
             zone = yield from self.anchor_keys(anchor)
         if isinstance(zone, _Unproven):
+            self.note_unproven(anchor, zone)
             return zone
         for depth in range(len(anchor) + 1, len(target) + 1):
             _, name = target.split(depth)
@@ -492,10 +536,16 @@ class _Run:
             if isinstance(step, _Absent):
                 break
             if isinstance(step, _Unproven):
+                self.note_unproven(name, step)
                 return step
             if isinstance(step, ZoneKeys):
                 zone = step
         return zone
+
+    def note_unproven(self, name: Name, found: _Unproven) -> None:
+        """Where and why the chain of trust stopped (insecure) or broke (bogus, error)."""
+        stop = "insecure" if found.security is Security.INSECURE else found.security.value
+        self.note(name, f"chain stops: {stop}", found.reason)
 
     def anchor_keys(self, anchor: Name) -> Generator[Fetch, Reply | str, ZoneKeys | _Unproven]:
         """The DNSKEY RRset at a trust anchor, authenticated by the anchor (RFC 4035 §4.4)."""
@@ -512,6 +562,14 @@ class _Run:
             )
             self.v.cache.put(anchor, result, self.now + 3600)
             return result
+        self.note(
+            anchor,
+            "trust anchor",
+            ", ".join(
+                [f"DS {_ds_text(d)}" for d in usable_ds]
+                + [f"DNSKEY {_key_text(k)}" for k in usable_keys]
+            ),
+        )
         result = yield from self.dnskeys(anchor, usable_ds, usable_keys, expires=None)
         return result
 
@@ -539,6 +597,13 @@ class _Run:
             # RFC 4035 §5.2: the DS must hash to a key of the zone's DNSKEY RRset.
             if any(_ds_matches(zone, key, d) for d in ds) or key in trusted:
                 entry_keys.add(key)
+        self.note(
+            zone,
+            "DNSKEY",
+            ", ".join(_key_text(k) for k in keyset if isinstance(k, dns.rdtypes.ANY.DNSKEY.DNSKEY)),
+        )
+        for key in entry_keys:
+            self.note(zone, "DS", f"matches DNSKEY key tag {dns.dnssec.key_id(key)}")
         if not entry_keys:
             tags = ", ".join(
                 sorted({str(d.key_tag) for d in ds} | {str(dns.dnssec.key_id(k)) for k in trusted})
@@ -573,6 +638,11 @@ class _Run:
             return _Unproven(Security.ERROR, f"cannot fetch the DS RRset: {message}")
         ds = message.rrset(name, _DS)
         if ds is not None:
+            self.note(
+                name,
+                "DS",
+                ", ".join(_ds_text(d) for d in ds if isinstance(d, dns.rdtypes.ANY.DS.DS)),
+            )
             problem = self.verify(ds, message.sigs(name, _DS), parent)
             if problem is not None:
                 return _Unproven(Security.BOGUS, f"DS RRset not authenticated: {problem}")
@@ -594,6 +664,13 @@ class _Run:
             # claim is false, data signed further down will not verify against `parent`.
             return _Absent()
         proof = self.denial(message, parent, name, _DS, nxdomain=False)
+        self.note(
+            name,
+            "no DS",
+            f"proven by {proof.reason}"
+            if proof.security is Security.SECURE
+            else f"{proof.security.value}: {proof.reason}",
+        )
         if proof.security is Security.INSECURE:
             self.v.cache.put(name, _Unproven(Security.INSECURE, proof.reason), parent.expires)
             return _Unproven(Security.INSECURE, proof.reason)
@@ -770,6 +847,7 @@ class _Run:
                 f"{what}: the denial is signed by {_text(signer)}, not a zone apex",
             )
         proof = self.denial(message, zone, qname, qtype, nxdomain=nxdomain)
+        self.note(zone.zone, "denial", f"{what}: {proof.security.value}: {proof.reason}")
         if proof.security is Security.BOGUS and nxdomain:
             ent = self.denial(message, zone, qname, qtype, nxdomain=False)
             if ent.security is Security.SECURE and ent.types == frozenset():
@@ -890,6 +968,18 @@ def _ds_matches(zone: Name, key: dns.rdtypes.ANY.DNSKEY.DNSKEY, ds: dns.rdtypes.
     except (dns.exception.UnsupportedAlgorithm, dns.exception.DeniedByPolicy, KeyError, ValueError):
         return False
     return made.digest == ds.digest
+
+
+def _ds_text(ds: dns.rdtypes.ANY.DS.DS) -> str:
+    digest = _DIGEST_NAMES.get(ds.digest_type, str(ds.digest_type))
+    return f"key tag {ds.key_tag} algorithm {ds.algorithm} digest {digest}"
+
+
+def _key_text(key: dns.rdtypes.ANY.DNSKEY.DNSKEY) -> str:
+    # RFC 4034 §2.1.1: SEP flag (0x0001) marks a key signing key.
+    role = "KSK" if key.flags & 0x0001 else "ZSK"
+    revoked = " REVOKED" if key.flags & _REVOKE_FLAG else ""
+    return f"key tag {dns.dnssec.key_id(key)} algorithm {key.algorithm} {role}{revoked}"
 
 
 def _sig_expiry(sigs: Sequence[RRSIGRdata], keys: dns.rrset.RRset) -> float | None:

@@ -12,7 +12,9 @@ import dns.rdatatype
 import pytest
 
 from relay.cli import main
+from relay.cli_dns import NO_CHAIN_WITH_RESOLVER, explain_json, explain_text
 from tests.unit.fakedns import FakeDNS, raw_rrset, reply, soa
+from tlsa.validator import TraceStep
 
 GOOD_TLSA = bytes([3, 1, 1]) + b"\xab" * 32
 SHORT_TLSA = bytes([3, 1, 1]) + b"\x01" * 31
@@ -221,3 +223,41 @@ def test_bad_config_exits_two_naming_the_key(
     assert out == ""
     assert err.startswith(f"dane-relay: {file}: dns.nameservers: nameserver 192.0.2.1 is not on")
     assert err.count("\n") == 1
+
+
+def test_explain_with_a_validating_resolver_says_the_chain_is_not_visible(
+    server: FakeDNS, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.handler = world()
+    status, out, err = run(capsys, "dns", "www.example.", "A", "--config", str(config), "--explain")
+    assert status == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0] == f"; {NO_CHAIN_WITH_RESOLVER}"
+    assert lines[1] == "; secure (validated: the resolver set the AD bit)"
+    argv = ("dns", "www.example.", "A", "--config", str(config), "--explain", "--json")
+    status, out, err = run(capsys, *argv)
+    assert status == 0
+    assert json.loads(out)["explain"] is None
+    assert NO_CHAIN_WITH_RESOLVER in err
+
+
+def test_explain_text_groups_steps_by_zone() -> None:
+    trace = (
+        TraceStep(".", "DNSKEY", "key tag 1 algorithm 13 KSK"),
+        TraceStep(".", "RRSIG", ". DNSKEY verified"),
+        TraceStep("test.", "DS", "key tag 2 algorithm 13 digest SHA256"),
+    )
+    assert explain_text(trace).splitlines() == [
+        "; chain of trust (validated in-process, caches bypassed):",
+        ";   .",
+        ";     DNSKEY: key tag 1 algorithm 13 KSK",
+        ";     RRSIG: . DNSKEY verified",
+        ";   test.",
+        ";     DS: key tag 2 algorithm 13 digest SHA256",
+    ]
+    assert explain_json(trace[2]) == {
+        "zone": "test.",
+        "what": "DS",
+        "detail": "key tag 2 algorithm 13 digest SHA256",
+    }
+    assert explain_text(()).startswith("; chain of trust: none")
