@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if explain:
             print(f"; {NO_CHAIN_WITH_RESOLVER}" if trace is None else explain_text(trace))
-        print(to_text(answer))
+        print(to_text(answer, local=isinstance(resolver, LocalValidatingResolver)))
     return EXIT_FAILED if answer.security.failed else EXIT_ANSWER
 
 
@@ -160,13 +160,21 @@ _STATUS_LINE = {
     Security.SECURE: "secure (validated: the resolver set the AD bit)",
     Security.INSECURE: "insecure (no AD bit: unsigned, or not validated)",
 }
+_LOCAL_STATUS_LINE = {
+    Security.SECURE: "secure (validated in-process from the trust anchor)",
+    Security.INSECURE: "insecure (validated in-process: below a delegation proven unsigned)",
+}
 
 
-def to_text(answer: Answer[Record]) -> str:
-    """delv-like text: a status comment, then zone-file lines for the chain and records."""
+def to_text(answer: Answer[Record], *, local: bool = False) -> str:
+    """delv-like text: a status comment, then zone-file lines for the chain and records.
+
+    `local` says the status is the in-process validator's, not a resolver's AD bit.
+    """
     if answer.security.failed:
         return f"; resolution failed, {answer.security.value}: {answer.reason}"
-    lines = [f"; {_STATUS_LINE[answer.security]}"]
+    status = (_LOCAL_STATUS_LINE if local else _STATUS_LINE)[answer.security]
+    lines = [f"; {status}"]
     owner = answer.qname
     for target in answer.cname_chain:
         lines.append(_rr_line(owner, answer.ttl, "CNAME", target))

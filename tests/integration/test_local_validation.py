@@ -155,6 +155,7 @@ def test_explain_secure_shows_each_zone_cut(
     assert any("mx.ecdsa.test. A verified" in d for d in _steps(result, "ecdsa.test.", "RRSIG"))
     assert result["explain"][-1]["what"] == "verdict"
     assert "; chain of trust" in text and ";   test." in text and ";   ecdsa.test." in text
+    assert "; secure (validated in-process from the trust anchor)" in text
 
 
 def test_explain_insecure_shows_where_the_chain_stops(
