@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 
 from relay.config import system_nameservers
-from relay.spool import RecipientStatus, Spool
+from relay.spool import RecipientState, RecipientStatus, Spool
 from tests.integration.mailworld import (
     Domain,
     Host,
@@ -230,6 +230,23 @@ async def until(
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def submit_and_wait_for_deferral(serve: Serve) -> tuple[str, RecipientState]:
+    """Submit one message to user@example.com; its queue id and recipient once deferred."""
+    queue_id = await asyncio.to_thread(serve.submit, "default-dns", ["user@example.com"])
+
+    def deferred() -> bool:
+        with serve.spool() as spool:
+            entry = spool.entry(queue_id)
+        return entry is not None and entry.recipients[0].status is RecipientStatus.DEFERRED
+
+    await until(deferred, "the deferral")
+    with serve.spool() as spool:
+        entry = spool.entry(queue_id)
+    assert entry is not None
+    (recipient,) = entry.recipients
+    return queue_id, recipient
 
 
 def arrived(running: Running, host: str, marker: str) -> list[Any]:
@@ -543,18 +560,7 @@ async def test_default_dns_on_this_machine_starts_and_defers_loudly(tmp_path: Pa
         if "(probe: validating)" in log:
             return  # a machine with a working upstream: nothing to defer
         assert "error: DNSSEC VALIDATION PROBLEM: " in log, log
-        queue_id = await asyncio.to_thread(serve.submit, "default-dns", ["user@example.com"])
-
-        def deferred() -> bool:
-            with serve.spool() as spool:
-                entry = spool.entry(queue_id)
-            return entry is not None and entry.recipients[0].status is RecipientStatus.DEFERRED
-
-        await until(deferred, "the deferral")
-        with serve.spool() as spool:
-            entry = spool.entry(queue_id)
-        assert entry is not None
-        (recipient,) = entry.recipients
+        _, recipient = await submit_and_wait_for_deferral(serve)
         assert recipient.reason.startswith("in-process DNSSEC validation is not possible"), (
             recipient.reason
         )
@@ -585,18 +591,7 @@ async def test_resolver_mode_on_this_machine_starts_and_defers_loudly(tmp_path: 
             return
         assert "error: NO TRUSTWORTHY DNSSEC RESOLVER: dns.nameservers" in log
         assert refused[0] in log
-        queue_id = await asyncio.to_thread(serve.submit, "default-dns", ["user@example.com"])
-
-        def deferred() -> bool:
-            with serve.spool() as spool:
-                entry = spool.entry(queue_id)
-            return entry is not None and entry.recipients[0].status is RecipientStatus.DEFERRED
-
-        await until(deferred, "the deferral")
-        with serve.spool() as spool:
-            entry = spool.entry(queue_id)
-        assert entry is not None
-        (recipient,) = entry.recipients
+        queue_id, recipient = await submit_and_wait_for_deferral(serve)
         assert recipient.reason.startswith("no trustworthy DNSSEC resolver: ")
         assert recipient.dsn_status == "4.4.3"
         assert f"{queue_id}: to=<user@example.com>, relay=none" in serve.log_text()
