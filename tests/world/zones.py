@@ -27,6 +27,7 @@ bogus-ds.test.         ECDSA, NSEC [DS of a decoy key the zone does not publish]
 expired.test.          ECDSA, NSEC, the whole zone signed for a window in the past [secure]
 broken.test.           ECDSA, NSEC [secure]; single RRsets broken after signing
 poisoned.test.         ECDSA, NSEC [secure]; records forged after signing
+unsupported-ds.test.   ECDSA, NSEC [a DS of algorithm 253 (PRIVATEDNS) only]: insecure
 =====================  ====================================================================
 
 Host addresses (A; every mx-style host also has AAAA ::1): mx.ecdsa.test .10,
@@ -35,7 +36,8 @@ mx.nsec3.test .15, mx.optout.test .16, mx.signed.optout.test .17,
 mx.unsigned.optout.test .18, mx.insecure.test .19, mx.unsigned.test .20,
 mx.bogus-ds.test .21, mx.expired.test .22, good.broken.test .23 (the MX of broken.test),
 corrupt .24, nosig .25, stale .26, mx-tlsa-bogus .27 (all .broken.test),
-mx.poisoned.test .28 (served forged as .66), all in 127.0.0.0/8.
+mx.poisoned.test .28 (served forged as .66), *.wild.ecdsa.test and *.wild.nsec3.test .29,
+mx.unsupported-ds.test .9, all in 127.0.0.0/8.
 
 Names and what they demonstrate. "Result" is the validating Unbound's answer: SECURE = AD
 set, INSECURE = AD clear, SERVFAIL = bogus. The non-validating Unbound never sets AD and
@@ -102,6 +104,9 @@ mx.poisoned.test.                    A     SERVFAIL  forged A 127.0.0.66 (signed
 mx.poisoned.test.                    AAAA  SECURE    control: untouched RRset
 _25._tcp.mx.poisoned.test.           TLSA  SERVFAIL  forged record added to the signed RRset
 extra.poisoned.test.                 A     SERVFAIL  forged name: no RRSIG at all
+host.wild.ecdsa.test.                A     SECURE    wildcard expansion, NSEC no-closer-match proof
+host.wild.nsec3.test.                A     SECURE    wildcard expansion, NSEC3 no-closer-match proof
+mx.unsupported-ds.test.              A     INSECURE  the only DS has an unsupported algorithm
 ===================================  ====  ========  ==============================================
 
 ``ns.<zone>`` names are the automatic NS targets (A 127.0.0.1; data only, not used for
@@ -160,11 +165,19 @@ def default_zones() -> list[Zone]:
     short_tlsa = placeholder_digest("short")[:62]  # 31 bytes for a SHA-256 (32-byte) match
     return [
         Zone("."),
-        Zone(TLD),
+        # RFC 4035 §5.2: a DS RRset whose algorithms are all unsupported makes the child
+        # insecure. The child zone itself gets no DS from the world (INSECURE), only this one.
+        Zone(TLD, records=(f"unsupported-ds DS 12345 253 2 {placeholder_digest('ds')}",)),
+        Zone(
+            "unsupported-ds.test.",
+            records=mail_records("127.0.0.9"),
+            delegation=Delegation.INSECURE,
+        ),
         Zone(
             "ecdsa.test.",
             records=(
                 *mail_records("127.0.0.10"),
+                "*.wild A 127.0.0.29",
                 "mx-cname CNAME mx.rsa.test.",
                 "mx-chain CNAME mx-chain.nsec3.test.",
                 "mx-cname-insecure CNAME mx.unsigned.test.",
@@ -189,7 +202,11 @@ def default_zones() -> list[Zone]:
         ),
         Zone(
             "nsec3.test.",
-            records=(*mail_records("127.0.0.15"), "mx-chain CNAME mx.rsa.test."),
+            records=(
+                *mail_records("127.0.0.15"),
+                "mx-chain CNAME mx.rsa.test.",
+                "*.wild A 127.0.0.29",
+            ),
             signing=Signing(Algorithm.ECDSAP256SHA256, Denial.NSEC3),
         ),
         Zone(
@@ -461,5 +478,26 @@ EXPECTATIONS: tuple[Expectation, ...] = (
     ),
     Expectation(
         "extra.poisoned.test.", "A", F, data=("127.0.0.66",), note="forged name: no RRSIG at all"
+    ),
+    Expectation(
+        "host.wild.ecdsa.test.",
+        "A",
+        S,
+        data=("127.0.0.29",),
+        note="wildcard expansion, NSEC no-closer-match proof",
+    ),
+    Expectation(
+        "host.wild.nsec3.test.",
+        "A",
+        S,
+        data=("127.0.0.29",),
+        note="wildcard expansion, NSEC3 no-closer-match proof",
+    ),
+    Expectation(
+        "mx.unsupported-ds.test.",
+        "A",
+        INS,
+        data=("127.0.0.9",),
+        note="the only DS has an unsupported algorithm",
     ),
 )
