@@ -66,6 +66,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import pytest
+
 from relay.cli import main as relay_main
 from tests import pki
 from tests.smtp_sinks import (
@@ -79,6 +81,7 @@ from tests.world import (
     CorruptSignature,
     Delegation,
     ExpiredSignatures,
+    MissingTool,
     Signing,
     World,
     Zone,
@@ -678,6 +681,20 @@ def start_mail_world(
         pkis=pkis,
         validation=validation,
     )
+
+
+@contextlib.contextmanager
+def running_mail_world(workdir: Path, scenarios: Sequence[Scenario]) -> Iterator[MailWorld]:
+    """`start_mail_world` for a fixture: a missing Debian tool fails the test (never a skip),
+    and the world is stopped afterwards."""
+    try:
+        world = start_mail_world(workdir, scenarios)
+    except MissingTool as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield world
+    finally:
+        world.stop()
 
 
 # -- assertions ---------------------------------------------------------------------------------

@@ -33,11 +33,11 @@ from tests.integration.mailworld import (
     MailWorld,
     Scenario,
     Tlsa,
+    running_mail_world,
     shared_port,
-    start_mail_world,
 )
 from tests.smtp_sinks import ServedChain, SMTPSink
-from tests.world import MissingTool, Zone
+from tests.world import Zone
 
 pytestmark = pytest.mark.integration
 
@@ -156,14 +156,8 @@ SCENARIOS = [
 
 @pytest.fixture(scope="module")
 def mail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailWorld]:
-    try:
-        world = start_mail_world(tmp_path_factory.mktemp("check-world"), SCENARIOS)
-    except MissingTool as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
+    with running_mail_world(tmp_path_factory.mktemp("check-world"), SCENARIOS) as world:
         yield world
-    finally:
-        world.stop()
 
 
 @dataclass(frozen=True)

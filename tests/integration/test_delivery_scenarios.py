@@ -33,9 +33,9 @@ from tests.integration.mailworld import (
     assert_untouched,
     loopback_pool,
     openssl_dane_verdict,
-    start_mail_world,
+    running_mail_world,
 )
-from tests.world import Forge, MissingTool
+from tests.world import Forge
 
 pytestmark = pytest.mark.integration
 
@@ -193,14 +193,8 @@ SCENARIOS = [
 @pytest.fixture(scope="module")
 def mail_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailWorld]:
     """Every scenario's zones in one DNS world; servers are started per test."""
-    try:
-        world = start_mail_world(tmp_path_factory.mktemp("mailworld"), SCENARIOS)
-    except MissingTool as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
+    with running_mail_world(tmp_path_factory.mktemp("mailworld"), SCENARIOS) as world:
         yield world
-    finally:
-        world.stop()
 
 
 @pytest.fixture(scope="module", params=["resolver", "local"])

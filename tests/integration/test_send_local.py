@@ -36,10 +36,9 @@ from tests.integration.mailworld import (
     assert_delivered,
     assert_untouched,
     loopback_pool,
-    start_mail_world,
+    running_mail_world,
 )
 from tests.integration.test_serve import Serve, free_port, until
-from tests.world import MissingTool
 from tlsa.local_resolver import LocalValidatingResolver
 from tlsa.trust_anchors import load_trust_anchors
 
@@ -60,14 +59,8 @@ MAY = Scenario("trust-may", one_mx("trust-may"), level="may")
 
 @pytest.fixture(scope="module")
 def mail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailWorld]:
-    try:
-        world = start_mail_world(tmp_path_factory.mktemp("trust-world"), [DANE, MAY])
-    except MissingTool as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
+    with running_mail_world(tmp_path_factory.mktemp("trust-world"), [DANE, MAY]) as world:
         yield world
-    finally:
-        world.stop()
 
 
 # -- an upstream that strips DNSSEC records -------------------------------------------------------

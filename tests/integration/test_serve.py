@@ -43,9 +43,8 @@ from tests.integration.mailworld import (
     Scenario,
     Tlsa,
     loopback_pool,
-    start_mail_world,
+    running_mail_world,
 )
-from tests.world import MissingTool
 
 pytestmark = pytest.mark.integration
 
@@ -69,16 +68,10 @@ SENDER = "owner@serve-senders.test"
 
 @pytest.fixture(scope="module")
 def mail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailWorld]:
-    try:
-        world = start_mail_world(
-            tmp_path_factory.mktemp("serve-world"), [GOOD, MISMATCH, LATER, LOAD, SENDERS]
-        )
-    except MissingTool as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
+    with running_mail_world(
+        tmp_path_factory.mktemp("serve-world"), [GOOD, MISMATCH, LATER, LOAD, SENDERS]
+    ) as world:
         yield world
-    finally:
-        world.stop()
 
 
 # -- running serve ------------------------------------------------------------------------------
