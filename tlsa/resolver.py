@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import math
 import socket
 import time
@@ -64,6 +65,7 @@ from tlsa.replies import (
     rdtype_code,
 )
 
+log = logging.getLogger(__name__)
 __all__ = [
     "PROBE_NAME",
     "PROBE_TYPE",
@@ -271,7 +273,18 @@ class ValidatingStubResolver:
             pending = asyncio.ensure_future(self._resolve(qname, code))
             self._inflight[key] = pending
             pending.add_done_callback(lambda done: self._forget(key, done))
-        return await asyncio.shield(pending)
+        try:
+            return await asyncio.shield(pending)
+        except Exception as exc:  # a bug, perhaps triggered by a hostile reply
+            # Fail closed: the lookup fails (never "insecure") and the operator sees why.
+            log.exception("internal error while looking up %s %s", qname, key[1])
+            return Answer.failure(
+                qname,
+                key[1],
+                Security.ERROR,
+                f"internal error while looking up {qname} {key[1]} "
+                f"({type(exc).__name__}); the lookup fails closed",
+            )
 
     def _forget(self, key: tuple[str, str], done: asyncio.Future[Answer[Record]]) -> None:
         if self._inflight.get(key) is done:

@@ -13,8 +13,9 @@ import dns.rcode
 import pytest
 
 from tests.unit.fakedns import FakeDNS, free_udp_port, raw_rrset, reply, soa
-from tlsa.answers import AnswerKind, MXRecord, Security
+from tlsa.answers import Answer, AnswerKind, MXRecord, Security
 from tlsa.records import TLSARecord
+from tlsa.replies import Record
 from tlsa.resolver import AnswerCache, ValidatingStubResolver, remote_nameserver_problem
 
 GOOD = "3 1 1 " + "ab" * 32
@@ -626,3 +627,18 @@ async def test_probe_checks_every_nameserver(clock: Clock) -> None:
     assert f"answered by 127.0.0.1:{second.port} without the AD bit" in result.warning
     assert f":{first.port}" not in result.warning
     assert len(first.log) == len(second.log) == 1
+
+
+async def test_a_bug_behind_a_lookup_fails_closed(server: FakeDNS) -> None:
+    """An unexpected exception while resolving (e.g. a validator bug a hostile reply
+    triggers) becomes a failed answer, never an exception to the caller or "insecure"."""
+
+    class Buggy(ValidatingStubResolver):
+        async def _resolve(self, qname: str, rdtype: int) -> Answer[Record]:
+            raise RuntimeError("simulated bug")
+
+    resolver = Buggy([server.address])
+    answer = await resolver.query("mx.example.", "TLSA")
+    assert answer.security is Security.ERROR
+    assert answer.kind is None
+    assert answer.reason is not None and "internal error" in answer.reason
