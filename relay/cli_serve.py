@@ -68,7 +68,7 @@ from typing import Any
 from relay import __version__
 from relay import log as relay_log
 from relay.config import Config, make_resolver
-from relay.delivery import DeliverySettings, ResolverTrust
+from relay.delivery import DeliverySettings, ResolverTrust, SessionRunner
 from relay.dns_trust import TrustKind
 from relay.engine import (
     Deliverer,
@@ -81,6 +81,8 @@ from relay.engine import (
 from relay.errors import ConfigError, UsageError
 from relay.listener import Listener, ListenerError
 from relay.metrics import Metrics
+from relay.session_pool import SessionPool
+from relay.smtp_session import run_session
 from relay.spool import Spool, SpoolError
 from tlsa.lookups import Lookups
 from tlsa.resolver import ValidatingStubResolver
@@ -205,12 +207,25 @@ def no_resolver_reason(problem: str) -> str:
     return f"no trustworthy DNSSEC resolver: {problem}"
 
 
-def make_deliverer(config: Config, dns: DNSSetup) -> Deliverer:
+def make_deliverer(config: Config, dns: DNSSetup, pool: SessionPool | None = None) -> Deliverer:
+    """The engine's deliverer; with `pool` and [delivery] connection_reuse, connections are kept."""
     if dns.resolver is None:
         assert dns.problem is not None
         return deferring_deliverer(no_resolver_reason(dns.problem))
+    delivery = config.delivery
+    if pool is None or not delivery.connection_reuse:
+        sessions: SessionRunner = run_session
+    else:
+        pool.configure(
+            idle_time=delivery.connection_cache_time_limit,
+            lifetime=delivery.connection_reuse_time_limit,
+        )
+        sessions = pool.run
     return dane_deliverer(
-        DeliverySettings.from_config(config), Lookups(dns.resolver), trust=dns.trust
+        DeliverySettings.from_config(config),
+        Lookups(dns.resolver),
+        trust=dns.trust,
+        sessions=sessions,
     )
 
 
@@ -244,8 +259,12 @@ async def _serve(config: Config, config_file: Path | None, dns: DNSSetup, spool_
         raise UsageError(f"serve: spool.path: {exc}") from None
     metrics = Metrics(queue_size=spool.count)
     observers: list[Observer] = [relay_log.AttemptLog(), metrics]
+    pool = SessionPool()
     engine = Engine(
-        spool, make_deliverer(config, dns), settings=engine_settings(config), observers=observers
+        spool,
+        make_deliverer(config, dns, pool),
+        settings=engine_settings(config),
+        observers=observers,
     )
 
     def accepted(queue_id: str) -> None:
@@ -254,10 +273,11 @@ async def _serve(config: Config, config_file: Path | None, dns: DNSSetup, spool_
         engine.wake()
 
     listener = Listener(config.listen.settings(), spool, on_queued=accepted)
-    server = _Server(config, config_file, dns, spool, engine, listener, metrics)
+    server = _Server(config, config_file, dns, spool, engine, listener, metrics, pool)
     try:
         return await server.run()
     finally:
+        await pool.close()
         await asyncio.to_thread(spool.close)
 
 
@@ -273,6 +293,7 @@ class _Server:
         engine: Engine,
         listener: Listener,
         metrics: Metrics,
+        pool: SessionPool,
     ) -> None:
         self.config = config
         self.started = config  # what [listen], [spool], [metrics] and the limits still run with
@@ -282,6 +303,7 @@ class _Server:
         self.engine = engine
         self.listener = listener
         self.metrics = metrics
+        self.pool = pool
         self.stop_requested = asyncio.Event()
         self.reloads: set[asyncio.Task[None]] = set()
 
@@ -386,7 +408,7 @@ class _Server:
         try:
             new = await asyncio.to_thread(Config.load, self.config_file)
             dns = dns_setup(new)
-            deliverer = make_deliverer(new, dns)
+            deliverer = make_deliverer(new, dns, self.pool)
             settings = engine_settings(new)
         except ConfigError as exc:
             log.error("SIGHUP: configuration not reloaded, the running one stays: %s", exc)

@@ -356,6 +356,15 @@ class DeliveryConfig:
     delay_warning_time: float = field(default=0.0, metadata=parsed_by(duration(allow_zero=True)))
     destination_concurrency_limit: int = field(default=20, metadata=parsed_by(integer(1, 10000)))
     concurrency_limit: int = field(default=100, metadata=parsed_by(integer(1, 100000)))
+    # Connection reuse (relay.session_pool) [smtp_connection_cache_time_limit,
+    # smtp_connection_reuse_time_limit, and TLS reuse as smtp_tls_connection_reuse].
+    connection_reuse: bool = field(default=True, metadata=parsed_by(boolean))
+    connection_cache_time_limit: float = field(
+        default=2.0, metadata=parsed_by(duration(allow_zero=False))
+    )
+    connection_reuse_time_limit: float = field(
+        default=300.0, metadata=parsed_by(duration(allow_zero=False))
+    )
 
     def check(self) -> None:
         """Rules across keys; raises Invalid naming the key as `key: message`."""

@@ -43,7 +43,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -121,6 +121,7 @@ __all__ = [
     "authenticator",
     "deliver",
     "resolve_host",
+    "reuse_key",
     "starttls_mode",
     "tls_summary",
 ]
@@ -194,6 +195,7 @@ async def deliver(
     shuffle: AnyShuffle,
     session_runner: SessionRunner = run_session,
     dns_trust: DNSTrust | None = None,
+    smtputf8: bool = False,
 ) -> DomainAttempt:
     """Try once to deliver `message` from `sender` to `recipients`, all at `domain`.
 
@@ -204,8 +206,11 @@ async def deliver(
     (`ResolverTrust`): while it is not validating, a destination whose level
     uses DANE is deferred before any lookup (relay.dns_trust.dns_trust_gate);
     None when the caller vouches for `lookups` itself (fake DNS in tests).
-    Never raises for DNS or network trouble: the attempt's `results` say what
-    happened to each recipient.
+    `smtputf8`: the message was submitted with SMTPUTF8, so it goes only to
+    servers that offer it, with SMTPUTF8 on MAIL FROM (RFC 6531 §3.4).
+    `session_runner` runs each SMTP session (a relay.session_pool.SessionPool
+    to reuse connections).  Never raises for DNS or network trouble: the
+    attempt's `results` say what happened to each recipient.
     """
     if not recipients:
         raise ValueError("a delivery needs at least one recipient")
@@ -220,6 +225,7 @@ async def deliver(
         shuffle=shuffle,
         runner=session_runner,
         level=settings.level_for(domain),
+        smtputf8=smtputf8,
     )
     if dns_trust is not None:
         refused = dns_trust_gate(dns_trust, attempt.level)
@@ -299,6 +305,7 @@ class _Where:
     port: int | None = None
     tls: TLSSummary | None = None
     dane: DaneSummary = field(default_factory=DaneSummary)
+    connection_use: int = 1
 
 
 _LEVEL_WORD = {
@@ -386,6 +393,30 @@ async def resolve_host(
             seen.append(tlsa)
 
 
+def reuse_key(domain: str, ip: str, settings: DeliverySettings, plan: ConnectionPlan) -> Hashable:
+    """Everything a session's security was decided from (relay/session_pool.py).
+
+    A kept connection carries another message only when this is equal: the
+    same destination, address, port, HELO and source address, and the same
+    plan — level, STARTTLS mode, SNI, reference names and the TLSA RRset
+    taken as a set (DNS may return it in any order; RFC 7672 §3.1).
+    """
+    return (
+        domain.lower().rstrip("."),
+        ip,
+        settings.port,
+        settings.helo_name,
+        settings.source_address,
+        plan.level.value,
+        starttls_mode(plan).value,
+        plan.dane_required,
+        plan.report_as,
+        plan.sni,
+        frozenset(plan.reference_names),
+        frozenset(plan.records),
+    )
+
+
 def tls_summary(result: SessionResult, plan: ConnectionPlan) -> TLSSummary | None:
     """The TLS the session reached; None when there was no SMTP conversation at all."""
     if result.greeting is None or (
@@ -417,6 +448,7 @@ class _Attempt:
     shuffle: AnyShuffle
     runner: SessionRunner
     level: PolicyLevel
+    smtputf8: bool = False
     pending: list[str] = field(default_factory=list)
     history: dict[str, list[tuple[Outcome, _Where]]] = field(default_factory=dict)
 
@@ -489,6 +521,7 @@ class _Attempt:
             tls=where.tls,
             dane=where.dane,
             reason=verdict.reason,
+            connection_use=where.connection_use,
         )
 
     def not_trusted(self, reason: str) -> DomainAttempt:
@@ -627,8 +660,10 @@ class _Attempt:
             sni=_display(plan.sni) if plan.sni is not None else None,  # RFC 7672 §8.1
             source_address=self.settings.source_address,
             timeouts=self.settings.timeouts,
+            needs_smtputf8=self.smtputf8,  # RFC 6531 §3.4: SMTPUTF8 on MAIL FROM
             needs_8bitmime=not self.message.isascii(),  # RFC 6152 §2: BODY=8BITMIME
             host=name,
+            reuse_key=reuse_key(self.domain, ip, self.settings, plan),
         )
         if plan.tls_required and request.starttls is not StartTLS.REQUIRED:
             raise AssertionError("a plan that requires TLS must never run without it")
@@ -641,6 +676,7 @@ class _Attempt:
             port=self.port,
             tls=tls_summary(result, plan),
             dane=_dane_summary(route, verdict),
+            connection_use=result.connection_use,
         )
         self._settle(outcomes, where)
         return ConnectionEvidence.of(result, verdict, outcomes)

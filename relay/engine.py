@@ -43,12 +43,12 @@ Shutdown (`stop(grace)`): no new work is taken; attempts in flight may
 finish within `grace` seconds and are recorded; the rest are cancelled and
 recorded nowhere, so they are due again at the next start.
 
-Connection reuse (issue 9) is not done here: each `DeliveryJob` is one
-message to one domain.  The seam is the `Deliverer`: a future deliverer
-can keep authenticated sessions per (destination, TLSA RRset, plan) and
-serve several jobs of the same destination from one connection; the
-engine already funnels every job of a destination through that
-destination's gate (`_Gate`), which is where a pool would be looked up.
+Connection reuse is below the engine: each `DeliveryJob` is one message
+to one domain, and the deliverer's session runner (relay/session_pool.py)
+carries it on a connection kept from an earlier job of the same
+destination when the key of that connection (TLSA RRset and plan included)
+is equal.  The destination's gate (`_Gate`) bounds how many connections
+one destination has.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from relay.delivery import DeliverySettings, DNSLookups, ResolverTrust, deliver
+from relay.delivery import DeliverySettings, DNSLookups, ResolverTrust, SessionRunner, deliver
 from relay.dsn import NoticeKind, NotSent, RecipientReport, build_notice
 from relay.evidence import DaneSummary, RecipientResult, to_plain
 from relay.evidence import RecipientStatus as ResultStatus
@@ -77,6 +77,7 @@ from relay.schedule import (
     delay_warning_due,
     expiry_time,
 )
+from relay.smtp_session import run_session
 from relay.spool import (
     QueueEntry,
     RecipientState,
@@ -376,12 +377,14 @@ def dane_deliverer(
     lookups: DNSLookups,
     shuffle: Callable[[list[Any]], None] | None = None,
     trust: ResolverTrust | None = None,
+    sessions: SessionRunner = run_session,
 ) -> Deliverer:
     """The real thing: relay.delivery.deliver with these settings and lookups.
 
     With `trust`, each attempt first asks it whether the resolver validates
     (re-probed at most once a minute): DANE-level destinations are deferred
-    with 4.4.3 while it does not (relay.dns_trust).
+    with 4.4.3 while it does not (relay.dns_trust).  `sessions` runs the SMTP
+    sessions: `relay.session_pool.SessionPool.run` reuses connections.
     """
     order = shuffle or random.SystemRandom().shuffle
 
@@ -397,6 +400,8 @@ def dane_deliverer(
             now=dt.datetime.fromtimestamp(job.now, dt.UTC),
             shuffle=order,
             dns_trust=dns_trust,
+            session_runner=sessions,
+            smtputf8=job.smtputf8,
         )
 
     return run

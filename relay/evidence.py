@@ -234,6 +234,7 @@ class ConnectionEvidence:
     transcript: tuple[ExchangeEvidence, ...]
     failure: FailureEvidence | None
     outcomes: tuple[OutcomeEvidence, ...]
+    connection_use: int = 1  # >1: the session reused a kept connection (relay/session_pool.py)
 
     @classmethod
     def of(
@@ -264,6 +265,7 @@ class ConnectionEvidence:
                 else None
             ),
             outcomes=tuple(OutcomeEvidence.of(o) for o in outcomes),
+            connection_use=result.connection_use,
         )
 
 
@@ -346,6 +348,7 @@ class RecipientResult:
     tls: TLSSummary | None
     dane: DaneSummary
     reason: str
+    connection_use: int = 1  # Postfix conn_use: >1 when a kept connection carried it
 
 
 @dataclass(frozen=True)

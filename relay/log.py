@@ -7,6 +7,8 @@ for each SMTP connection a line in the spirit of Postfix's smtp log
 
     QID: Verified TLS connection established to mx.example.com[192.0.2.1]:25:
          TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256 bits)
+         (on a kept connection: "Verified TLS connection reused (conn_use=2) to ...",
+         and the recipient line says conn_use=2 after relay=, as Postfix's does)
     QID: mx.example.com[192.0.2.1]:25: TLSA 3 1 1 <hex> matched at depth 0
     QID: to=<a@example.com>, relay=mx.example.com[192.0.2.1]:25, delay=0.41,
          tries=1, tls=verified, dsn=2.0.0, status=sent (250 2.0.0 Ok)
@@ -115,16 +117,18 @@ def _connection_lines(
     lines: list[tuple[str, str, dict[str, Any]]] = []
     tls = conn.get("tls")
     dane = conn.get("dane")
+    use = conn.get("connection_use") or 1
     if tls:
         authenticated = bool(dane and dane.get("authenticated"))
         word = _TLS_WORD.get(report_as or "", "Untrusted") if authenticated else "Untrusted"
+        how = "established to" if use == 1 else f"reused (conn_use={use}) to"
         text = (
-            f"{word} TLS connection established to {peer}: {tls.get('version')} "
+            f"{word} TLS connection {how} {peer}: {tls.get('version')} "
             f"with cipher {tls.get('cipher')} ({tls.get('bits')} bits)"
         )
         level = {"Verified": "verified", "Trusted": "trusted"}.get(word, "encrypted")
         tls_fields = {"level": level, "version": tls.get("version"), "cipher": tls.get("cipher")}
-        lines.append(("info", text, {**where, "event": "tls", "tls": tls_fields}))
+        lines.append(("info", text, {**where, "event": "tls", "tls": tls_fields, "conn_use": use}))
     if dane:
         if dane.get("authenticated"):
             text = f"{peer}: TLSA {dane.get('matched')} matched at depth {dane.get('depth')}"
@@ -179,9 +183,10 @@ def recipient_line(outcome: RecipientOutcome) -> LogLine:
     if result.mx is not None:
         relay = result.mx if result.ip is None else _peer(result.mx, result.ip, result.port)
     tls = result.tls
-    parts = [
-        f"to=<{outcome.recipient}>",
-        f"relay={relay}",
+    parts = [f"to=<{outcome.recipient}>", f"relay={relay}"]
+    if result.connection_use > 1:
+        parts.append(f"conn_use={result.connection_use}")  # as Postfix logs a reused connection
+    parts += [
         f"delay={_seconds(outcome.delay)}",
         f"tries={outcome.attempts}",
     ]
@@ -207,6 +212,7 @@ def recipient_line(outcome: RecipientOutcome) -> LogLine:
             "cipher": tls.cipher if tls is not None else None,
         },
         "dane": {"matched": result.dane.matched, "depth": result.dane.depth},
+        "conn_use": result.connection_use,
         "reason": outcome.reason,
         "delay": round(outcome.delay, 3),
         "attempt_seconds": round(outcome.attempt_seconds, 3),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -166,7 +166,9 @@ class SessionRequest:
     `host` is only for evidence and log text (the MX name that led to `ip`).
     `probe` stops the session before MAIL: greeting, EHLO, STARTTLS, authenticate,
     EHLO again, QUIT (a readiness check; `recipients`, `sender` and `message`
-    are not sent).
+    are not sent).  `reuse_key` names everything the session's security was
+    decided from (relay/session_pool.py): a session may carry the transaction
+    of another request only when both keys are equal; None: never reused.
     """
 
     ip: str
@@ -184,6 +186,7 @@ class SessionRequest:
     needs_8bitmime: bool = False
     host: str | None = None
     probe: bool = False
+    reuse_key: Hashable | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "starttls", StartTLS(self.starttls))
@@ -261,11 +264,17 @@ class SessionResult:
     rcpt: tuple[Reply | None, ...]
     data: Reply | None
     failure: Failure | None
+    connection_use: int = 1  # 1 on a new connection, n for its n-th transaction (Postfix conn_use)
 
     @property
     def peer(self) -> str:
         """host[addr]:port, as Postfix names a peer in its logs."""
         return f"{self.host or ''}[{self.ip}]:{self.port}"
+
+    @property
+    def reused(self) -> bool:
+        """The transaction ran on a connection an earlier session had established."""
+        return self.connection_use > 1
 
     @property
     def delivered(self) -> tuple[str, ...]:

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import _ssl
 import asyncio
+import functools
 import hashlib
 import ipaddress
 import socket
 import ssl
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Hashable
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import aiosmtplib
@@ -61,14 +63,18 @@ from relay.smtp_evidence import (
 __all__ = [
     "AuthResult",
     "Authenticate",
+    "LiveConnection",
     "SessionRequest",
     "SessionResult",
     "StartTLS",
     "Timeouts",
     "accept_any_certificate",
     "client_tls_context",
+    "open_session",
     "peer_chain",
+    "resume_session",
     "run_session",
+    "stale_connection",
 ]
 
 QUIT_TIMEOUT = 5.0  # a courtesy QUIT after a failure must not hold the caller up
@@ -91,13 +97,17 @@ class _Stop(Exception):
     """Internal: the session has ended; the reason is already recorded."""
 
 
+@functools.cache
 def client_tls_context() -> ssl.SSLContext:
     """The TLS context for STARTTLS: no PKIX checks (DANE decides afterwards), TLS >= 1.2.
 
     RFC 7672 §3.2: authentication is by TLSA records, done on the chain after the
-    handshake and before anything else is sent (dane-spec C31).  No session
-    cache is shared between connections, so nothing is resumed (RFC 7672 §8.1,
-    dane-spec C32).
+    handshake and before anything else is sent (dane-spec C31).  One context
+    serves every connection (building one loads the cipher and group tables
+    again each time); it holds no client session cache (OpenSSL's default
+    keeps client sessions nowhere, and Python resumes a session only when one
+    is passed to it explicitly), so nothing is resumed (RFC 7672 §8.1,
+    dane-spec C32).  Nothing mutates it after creation.
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False  # must precede CERT_NONE
@@ -123,34 +133,164 @@ def peer_chain(ssl_object: ssl.SSLObject) -> tuple[bytes, ...]:
 
 async def run_session(request: SessionRequest) -> SessionResult:
     """Run one SMTP session as planned by `request`; never raises for network trouble."""
-    session = _Session(request)
-    try:
-        await session.run()
-    except _Stop:
-        pass
-    finally:
-        session.close()
-    return session.result()
+    result, _ = await open_session(request, keep=False)
+    return result
+
+
+@dataclass
+class LiveConnection:
+    """An SMTP connection kept open after a finished transaction, for the next one.
+
+    It holds what the session that opened it established: the greeting, the
+    EHLO extensions (after TLS), the TLS facts and the peer's chain (so each
+    reuse authenticates the chain again under the new request's callback),
+    and the `reuse_key` it was opened under.  Only relay/session_pool.py keeps
+    these; `close()` drops the connection without a word.
+    """
+
+    smtp: aiosmtplib.SMTP
+    reuse_key: Hashable
+    greeting: Reply
+    esmtp: bool
+    extensions: dict[str, str]
+    tls: TLSFacts | None
+    chain: tuple[bytes, ...]
+    uses: int = 1  # transactions carried so far
+
+    @property
+    def usable(self) -> bool:
+        """Still connected as far as we can tell (the peer may have closed it unseen)."""
+        return self.smtp.is_connected
+
+    async def quit(self) -> None:
+        """QUIT politely (bounded by QUIT_TIMEOUT), then close."""
+        try:
+            if self.smtp.is_connected:
+                await self.smtp.quit(timeout=QUIT_TIMEOUT)
+        except (SMTPException, OSError):
+            pass
+        finally:
+            self.smtp.close()
+
+    def close(self) -> None:
+        self.smtp.close()
+
+
+async def open_session(
+    request: SessionRequest, *, keep: bool
+) -> tuple[SessionResult, LiveConnection | None]:
+    """Run a session on a new connection; with `keep`, a connection whose transaction
+    ended cleanly is returned open (no QUIT) for another request with the same key."""
+    session = _Session(request, keep=keep)
+    return await session.run_to_end()
+
+
+async def resume_session(
+    request: SessionRequest, connection: LiveConnection
+) -> tuple[SessionResult, LiveConnection | None]:
+    """Run `request`'s transaction on a kept connection (relay/session_pool.py).
+
+    The kept chain is authenticated again with `request.authenticate` (same
+    TLSA set by the key, but `now` has moved on) before MAIL is sent; a
+    refusal ends the session like a failed handshake would.  The result says
+    `connection_use` > 1; a failure at MAIL that is the connection's (lost,
+    timed out, 421) is for the caller to retry on a new connection, since no
+    transaction was started (`stale_connection`).
+    """
+    if connection.reuse_key != request.reuse_key:
+        raise AssertionError("a kept connection may only serve a request with its own key")
+    session = _Session(request, keep=True, reusing=connection)
+    return await session.run_to_end()
+
+
+def stale_connection(result: SessionResult) -> bool:
+    """A reused connection failed before any transaction started on it: try a new one.
+
+    RFC 5321 §4.1.1.2: until MAIL is accepted no transaction exists, so
+    nothing can have been delivered; the server may have dropped an idle
+    connection (§4.5.3.2.7) without our noticing.  A re-authentication
+    refusal counts too: a new connection decides with a fresh handshake.
+    """
+    if not result.reused or result.failure is None:
+        return False
+    failure = result.failure
+    if failure.stage is Stage.AUTHENTICATE:
+        return True
+    if failure.stage is not Stage.MAIL:
+        return False
+    if failure.kind in (FailureKind.NETWORK, FailureKind.TIMEOUT):
+        return True
+    return failure.reply is not None and failure.reply.closing
 
 
 class _Session:
     """The mutable state of one session, frozen into a SessionResult at the end."""
 
-    def __init__(self, request: SessionRequest) -> None:
+    def __init__(
+        self,
+        request: SessionRequest,
+        *,
+        keep: bool = False,
+        reusing: LiveConnection | None = None,
+    ) -> None:
         self.request = request
+        self.keep = keep and request.reuse_key is not None and not request.probe
+        self.reusing = reusing
+        self.kept: LiveConnection | None = None
         self.smtp: aiosmtplib.SMTP | None = None
         self.transcript: list[Exchange] = []
         self.greeting: Reply | None = None
         self.esmtp = False
         self.extensions: dict[str, str] = {}
         self.tls: TLSFacts | None = None
+        self.chain: tuple[bytes, ...] = ()
         self.auth: AuthResult | None = None
         self.mail: Reply | None = None
         self.rcpt: list[Reply | None] = [None] * len(request.recipients)
         self.data: Reply | None = None
         self.failure: Failure | None = None
+        self.use = reusing.uses + 1 if reusing is not None else 1
+
+    async def run_to_end(self) -> tuple[SessionResult, LiveConnection | None]:
+        try:
+            if self.reusing is not None:
+                await self._resume(self.reusing)
+            else:
+                await self.run()
+        except _Stop:
+            pass
+        finally:
+            self.close()
+        return self.result(), self.kept
 
     # -- the dialogue -------------------------------------------------------
+
+    async def _resume(self, connection: LiveConnection) -> None:
+        """Take over a kept connection: its facts, a new authentication, then the transaction."""
+        req = self.request
+        self.smtp = connection.smtp
+        self.greeting = connection.greeting
+        self.esmtp = connection.esmtp
+        self.extensions = dict(connection.extensions)
+        self.tls = connection.tls
+        self.chain = connection.chain
+        self.transcript.append(
+            Exchange(Stage.CONNECT, f"(reusing the connection to {req.peer}, use {self.use})", None)
+        )
+        if self.tls is not None:
+            # RFC 7672 §3.2: every transaction is authenticated; the key fixes the TLSA
+            # set and names, this re-check applies the new attempt's time.
+            self.auth = req.authenticate(self.chain)
+            self.transcript.append(
+                Exchange(Stage.AUTHENTICATE, f"(authenticate: {self.auth.reason})", None)
+            )
+            if not self.auth.accepted:
+                await self._fail(
+                    Stage.AUTHENTICATE, FailureKind.NOT_AUTHENTICATED, self.auth.reason
+                )
+        elif req.starttls is StartTLS.REQUIRED:
+            raise AssertionError("a connection without TLS cannot serve a request that needs it")
+        await self._transfer()
 
     async def run(self) -> None:
         req = self.request
@@ -256,6 +396,7 @@ class _Session:
                 Stage.TLS_HANDSHAKE, FailureKind.PROTOCOL, "no TLS object after STARTTLS"
             )
         chain = peer_chain(ssl_object)
+        self.chain = chain
         self.tls = _tls_facts(ssl_object, req.sni, chain)
         self.transcript.append(Exchange(Stage.TLS_HANDSHAKE, f"(TLS {self.tls.version})", None))
         # dane-spec C31 / RFC 7672 §3.2: decide before the second EHLO; never send
@@ -295,7 +436,48 @@ class _Session:
                 f"DATA ({len(req.message)} bytes)",
                 smtp.data(req.message, timeout=req.timeouts.data),
             )
+        if self.keep and await self._ready_for_next():
+            self._keep_open()
+            return
         await self._quit()
+
+    async def _ready_for_next(self) -> bool:
+        """Can another transaction follow on this connection?
+
+        After the reply to the end of data the transaction is over (RFC 5321
+        §4.1.1.4); when every RCPT was refused (or DATA itself was refused) the
+        transaction MAIL opened is still there and RSET ends it (§4.1.1.5).
+        """
+        smtp = self._smtp()
+        if not smtp.is_connected:
+            return False
+        if self.data is not None and self.data.positive:
+            return True
+        try:
+            reply = await smtp.rset(timeout=self.request.timeouts.command)
+        except SMTPResponseException as exc:
+            self.transcript.append(Exchange(Stage.QUIT, "RSET", Reply.parse(exc.code, exc.message)))
+            return False
+        except (SMTPException, OSError):
+            self.transcript.append(Exchange(Stage.QUIT, "RSET", None))
+            return False
+        self.transcript.append(Exchange(Stage.QUIT, "RSET", Reply.parse(reply.code, reply.message)))
+        return smtp.is_connected and 200 <= reply.code < 300
+
+    def _keep_open(self) -> None:
+        req = self.request
+        if self.greeting is None or req.reuse_key is None:
+            raise AssertionError("only an established session with a reuse key is kept")
+        self.kept = LiveConnection(
+            smtp=self._smtp(),
+            reuse_key=req.reuse_key,
+            greeting=self.greeting,
+            esmtp=self.esmtp,
+            extensions=dict(self.extensions),
+            tls=self.tls,
+            chain=self.chain,
+            uses=self.use,
+        )
 
     async def _mail_options(self) -> list[str]:
         """MAIL FROM parameters, or a failure when the message cannot go to this server."""
@@ -379,7 +561,7 @@ class _Session:
         return self.smtp
 
     def close(self) -> None:
-        if self.smtp is not None:
+        if self.smtp is not None and self.kept is None:
             self.smtp.close()
 
     def result(self) -> SessionResult:
@@ -401,6 +583,7 @@ class _Session:
             rcpt=tuple(self.rcpt),
             data=self.data,
             failure=self.failure,
+            connection_use=self.use,
         )
 
 

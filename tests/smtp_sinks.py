@@ -282,6 +282,7 @@ class SMTPSink(_LoopbackServer):
         data_size_limit: int | None = 33554432,
         hostname: str = "sink.example.test",
         port: int = 0,
+        idle_timeout: float = 300.0,
     ) -> None:
         super().__init__(host, port)
         if starttls in ("offer", "refuse") and tls is None:
@@ -293,6 +294,7 @@ class SMTPSink(_LoopbackServer):
         self.smtputf8 = smtputf8
         self.data_size_limit = data_size_limit
         self.hostname = hostname
+        self.idle_timeout = idle_timeout  # aiosmtpd closes an idle connection with 421 after it
         self.messages: list[ReceivedMessage] = []
         self.sni_seen: list[str | None] = []
         self.connections = 0
@@ -313,6 +315,7 @@ class SMTPSink(_LoopbackServer):
                 tls_context=ctx,
                 enable_SMTPUTF8=self.smtputf8,
                 data_size_limit=self.data_size_limit,
+                timeout=self.idle_timeout,
                 loop=loop,
             )
             return protocol

@@ -306,6 +306,32 @@ async def test_submitted_mail_is_delivered_verified_and_logged(
         await serve.until_empty()
 
 
+async def test_further_messages_reuse_the_verified_connection(
+    tmp_path: Path, mail: MailWorld
+) -> None:
+    rcpt = "user@serve-good.test"
+    async with mail.serve("serve-good") as running, serving(tmp_path, mail) as serve:
+        sink = running["mx.serve-good.test"].sink
+        before = sink.connections
+        queue_ids = []
+        for number in range(3):  # one after the other, within the 2 s connection cache time
+            marker = f"reuse-{number}-{uuid.uuid4().hex}"
+            queue_ids.append(await asyncio.to_thread(serve.submit, marker, [rcpt]))
+            await until(lambda m=marker: bool(arrived(running, "mx.serve-good.test", m)), marker)
+        await serve.until_empty()
+        assert sink.connections == before + 1
+        records = serve.log_records()
+        lines = {
+            r["queue_id"]: r for r in records if r.get("event") == "recipient" and "queue_id" in r
+        }
+        assert [lines[q]["conn_use"] for q in queue_ids] == [1, 2, 3]
+        assert all(lines[q]["tls"]["level"] == "verified" for q in queue_ids)
+        for queue_id in queue_ids[1:]:  # each reuse is authenticated again (RFC 7672 §3.2)
+            mine = [r["message"] for r in records if r.get("queue_id") == queue_id]
+            assert any("Verified TLS connection reused (conn_use=" in m for m in mine), mine
+            assert any(re.search(r"TLSA 3 1 1 \w+ matched at depth 0", m) for m in mine), mine
+
+
 async def test_tlsa_mismatch_stays_queued_with_the_reason(tmp_path: Path, mail: MailWorld) -> None:
     rcpt = "user@serve-mismatch.test"
     async with mail.serve("serve-mismatch") as running, serving(tmp_path, mail) as serve:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -536,3 +536,75 @@ async def test_mx_answer_records_and_notes_in_evidence() -> None:
     assert result.mx_outcome == "mx"
     assert any("names an IP address" in note for note in result.mx_notes)
     assert result.mx.records == ("10 mx1.example.test.", "20 192.0.2.7")
+
+
+# -- connection reuse keys (relay/session_pool.py) --------------------------------------------
+
+EE_SHA512 = TLSARecord.from_text(LEAF.tlsa(3, 1, 2))
+
+
+async def reuse_key_for(
+    answer: Answer[TLSARecord], level: PolicyLevel = PolicyLevel.DANE, **config: object
+) -> object:
+    resolver = signed_domain(("mx1", "192.0.2.1", answer))
+    runner = FakeRunner({"192.0.2.1": FakeServer(chain=(LEAF.der,))})
+    await attempt(resolver, runner, config=settings(level, **config))
+    (request,) = runner.requests
+    assert request.reuse_key is not None
+    return request.reuse_key
+
+
+async def test_reuse_key_is_the_whole_security_decision() -> None:
+    both = await reuse_key_for(tlsa("mx1.example.test.", SEC, EE, EE_SHA512))
+    # DNS may return the RRset in another order: the same set, the same key.
+    assert both == await reuse_key_for(tlsa("mx1.example.test.", SEC, EE_SHA512, EE))
+    # RFC 7672 §3.1: another TLSA RRset is another decision.
+    assert both != await reuse_key_for(tlsa("mx1.example.test.", SEC, EE))
+    assert both != await reuse_key_for(
+        tlsa("mx1.example.test.", SEC, EE, EE_SHA512), PolicyLevel.DANE_ONLY
+    )
+    assert both != await reuse_key_for(
+        tlsa("mx1.example.test.", SEC, EE, EE_SHA512), source_address="192.0.2.200"
+    )
+
+
+async def test_smtputf8_messages_ask_the_session_for_smtputf8() -> None:
+    resolver = signed_domain(("mx1", "192.0.2.1", tlsa("mx1.example.test.", SEC, EE)))
+    runner = FakeRunner({"192.0.2.1": FakeServer(chain=(LEAF.der,))})
+    await deliver(
+        "example.test",
+        "sender@example.org",
+        ["rcpt@example.test"],
+        MESSAGE,
+        settings=settings(),
+        lookups=Lookups(resolver),
+        now=NOW,
+        shuffle=keep_order,
+        session_runner=runner,
+        smtputf8=True,
+    )
+    (request,) = runner.requests
+    assert request.needs_smtputf8  # RFC 6531 §3.4
+
+
+async def test_a_reused_connection_is_reported_per_recipient() -> None:
+    resolver = signed_domain(("mx1", "192.0.2.1", tlsa("mx1.example.test.", SEC, EE)))
+    fake = FakeRunner({"192.0.2.1": FakeServer(chain=(LEAF.der,))})
+
+    async def reused(request: SessionRequest) -> SessionResult:
+        return replace(await fake(request), connection_use=3)
+
+    result = await deliver(
+        "example.test",
+        "sender@example.org",
+        ["rcpt@example.test"],
+        MESSAGE,
+        settings=settings(),
+        lookups=Lookups(resolver),
+        now=NOW,
+        shuffle=keep_order,
+        session_runner=reused,
+    )
+    (rcpt,) = result.results
+    assert rcpt.connection_use == 3
+    assert result.hosts[0].routes[0].connections[0].connection_use == 3

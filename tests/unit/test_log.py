@@ -7,6 +7,7 @@ log reads exactly what a real attempt records.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -26,6 +27,7 @@ from relay.log import (
     evidence_summary,
     recipient_line,
 )
+from relay.smtp_evidence import SessionRequest, SessionResult
 from tests.unit.discovery_fixtures import SEC, failed, tlsa
 from tests.unit.test_delivery import (
     EE,
@@ -96,6 +98,25 @@ async def test_verified_delivery_lines() -> None:
         f"dsn=2.0.0, status=sent ({result.reason})"
     )
     assert line.level == "info"
+
+
+async def test_a_reused_connection_says_so_as_postfix_does() -> None:
+    resolver = signed_domain(("mx1", "192.0.2.1", tlsa("mx1.example.test.", SEC, EE)))
+    fake = FakeRunner({"192.0.2.1": FakeServer(chain=(LEAF.der,))})
+
+    async def reused(request: SessionRequest) -> SessionResult:
+        return dataclasses.replace(await fake(request), connection_use=2)
+
+    done = await attempt(resolver, reused)  # type: ignore[arg-type]
+    lines = attempt_lines(QID, evidence(done))
+    assert texts(lines, "info")[0] == (
+        f"{QID}: Verified TLS connection reused (conn_use=2) to {PEER}: TLSv1.3 "
+        "with cipher TLS_AES_256_GCM_SHA384 (256 bits)"
+    )
+    (result,) = done.results
+    line = recipient_line(outcome(result, "sent"))
+    assert f"relay={PEER}, conn_use=2, delay=1.25" in line.text
+    assert line.fields["conn_use"] == 2
 
 
 async def test_tlsa_mismatch_lines() -> None:
