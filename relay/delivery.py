@@ -124,6 +124,7 @@ __all__ = [
     "reuse_key",
     "starttls_mode",
     "tls_summary",
+    "utf8_required",
 ]
 
 SessionRunner = Callable[[SessionRequest], Awaitable[SessionResult]]
@@ -206,8 +207,9 @@ async def deliver(
     (`ResolverTrust`): while it is not validating, a destination whose level
     uses DANE is deferred before any lookup (relay.dns_trust.dns_trust_gate);
     None when the caller vouches for `lookups` itself (fake DNS in tests).
-    `smtputf8`: the message was submitted with SMTPUTF8, so it goes only to
-    servers that offer it, with SMTPUTF8 on MAIL FROM (RFC 6531 §3.4).
+    `smtputf8`: the message was submitted with SMTPUTF8: MAIL FROM carries
+    SMTPUTF8 where the server offers it, and a message with UTF-8 in its
+    envelope or headers goes only to such servers (RFC 6531 §3.4, `utf8_required`).
     `session_runner` runs each SMTP session (a relay.session_pool.SessionPool
     to reuse connections).  Never raises for DNS or network trouble: the
     attempt's `results` say what happened to each recipient.
@@ -391,6 +393,20 @@ async def resolve_host(
             tlsa = await lookups.tlsa(step.base, step.port)
             known = known.with_tlsa(step.base, tlsa)
             seen.append(tlsa)
+
+
+def utf8_required(sender: str, recipients: Sequence[str], message: bytes) -> bool:
+    """Does this message need an SMTPUTF8 server: UTF-8 in an address or the header section?
+
+    RFC 6531 §3.2: a message submitted with SMTPUTF8 whose envelope and
+    headers are ASCII can go to any server (Postfix: SMTPUTF8 autodetection);
+    only one that carries UTF-8 must not go to a server without SMTPUTF8.
+    """
+    if not sender.isascii() or not all(r.isascii() for r in recipients):
+        return True
+    end = message.find(b"\r\n\r\n")
+    header_section = message if end < 0 else message[:end]
+    return not header_section.isascii()
 
 
 def reuse_key(domain: str, ip: str, settings: DeliverySettings, plan: ConnectionPlan) -> Hashable:
@@ -660,7 +676,8 @@ class _Attempt:
             sni=_display(plan.sni) if plan.sni is not None else None,  # RFC 7672 §8.1
             source_address=self.settings.source_address,
             timeouts=self.settings.timeouts,
-            needs_smtputf8=self.smtputf8,  # RFC 6531 §3.4: SMTPUTF8 on MAIL FROM
+            needs_smtputf8=self.smtputf8 and utf8_required(self.sender, self.pending, self.message),
+            smtputf8_requested=self.smtputf8,
             needs_8bitmime=not self.message.isascii(),  # RFC 6152 §2: BODY=8BITMIME
             host=name,
             reuse_key=reuse_key(self.domain, ip, self.settings, plan),

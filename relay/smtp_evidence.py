@@ -182,7 +182,8 @@ class SessionRequest:
     sni: str | None = None
     source_address: str | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
-    needs_smtputf8: bool = False
+    needs_smtputf8: bool = False  # RFC 6531 §3.4: UTF-8 in the envelope or headers
+    smtputf8_requested: bool = False  # submitted with SMTPUTF8: passed on where offered
     needs_8bitmime: bool = False
     host: str | None = None
     probe: bool = False

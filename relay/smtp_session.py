@@ -416,7 +416,7 @@ class _Session:
         req = self.request
         smtp = self._smtp()
         options = await self._mail_options()
-        encoding = "utf-8" if req.needs_smtputf8 else "ascii"
+        encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
         command = " ".join([f"MAIL FROM:<{req.sender}>", *options])
         self.mail = await self._call(
             Stage.MAIL, command, smtp.mail(req.sender, options=options, encoding=encoding)
@@ -503,7 +503,10 @@ class _Session:
                     f"8BITMIME required, but not offered by {req.peer}",
                 )
             options.append("BODY=8BITMIME")  # RFC 6152 §2
-        if req.needs_smtputf8:
+        if req.smtputf8_requested and not req.needs_smtputf8:
+            if "smtputf8" in self.extensions:
+                options.append("SMTPUTF8")  # RFC 6531 §3.4: passed on where offered
+        elif req.needs_smtputf8:
             if "smtputf8" not in self.extensions:
                 # RFC 6531 §3.4: no SMTPUTF8: the message must not go to this server.
                 await self._fail(

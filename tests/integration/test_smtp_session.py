@@ -229,6 +229,16 @@ async def test_smtputf8_and_size_parameters_when_offered() -> None:
     assert any(option.startswith("SIZE=") for option in sink.messages[0].mail_options)
 
 
+@pytest.mark.parametrize("offered", [True, False])
+async def test_smtputf8_requested_for_an_ascii_message_goes_either_way(offered: bool) -> None:
+    # RFC 6531 §3.4 / Postfix autodetection: passed on where offered, never a reason to fail.
+    async with SMTPSink(smtputf8=offered) as sink:
+        req = request(sink.host, sink.port)
+        result = await run_session(SessionRequest(**{**req.__dict__, "smtputf8_requested": True}))
+    assert result.failure is None, result.failure
+    assert sink.messages[0].smtp_utf8 is offered
+
+
 async def test_message_over_advertised_size_is_not_sent() -> None:
     async with SMTPSink(data_size_limit=100) as sink:
         result = await run_session(request(sink.host, sink.port, message=b"x" * 200 + b"\r\n"))

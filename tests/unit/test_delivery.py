@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from relay.delivery import DeliverySettings, deliver, starttls_mode
+from relay.delivery import DeliverySettings, deliver, starttls_mode, utf8_required
 from relay.evidence import DomainAttempt, RecipientStatus
 from relay.policy import PolicyLevel, plan_connection
 from relay.smtp_evidence import (
@@ -568,13 +568,31 @@ async def test_reuse_key_is_the_whole_security_decision() -> None:
     )
 
 
-async def test_smtputf8_messages_ask_the_session_for_smtputf8() -> None:
+@pytest.mark.parametrize(
+    ("sender", "recipient", "message", "required"),
+    [
+        ("a@example.org", "b@example.test", b"Subject: hi\r\n\r\nbody\r\n", False),
+        ("a@example.org", "b@example.test", "Subject: hi\r\n\r\nbodé\r\n".encode(), False),
+        ("josé@example.org", "b@example.test", b"Subject: hi\r\n\r\nbody\r\n", True),
+        ("a@example.org", "rené@example.test", b"Subject: hi\r\n\r\nbody\r\n", True),
+        ("a@example.org", "b@example.test", "Subject: hé\r\n\r\nbody\r\n".encode(), True),
+        ("a@example.org", "b@example.test", "Subject: hé\r\n".encode(), True),  # no body
+    ],
+)
+def test_utf8_required(sender: str, recipient: str, message: bytes, required: bool) -> None:
+    assert utf8_required(sender, [recipient], message) is required
+
+
+@pytest.mark.parametrize(("recipient", "required"), [("rcpt", False), ("rené", True)])
+async def test_smtputf8_messages_ask_the_session_for_smtputf8(
+    recipient: str, required: bool
+) -> None:
     resolver = signed_domain(("mx1", "192.0.2.1", tlsa("mx1.example.test.", SEC, EE)))
     runner = FakeRunner({"192.0.2.1": FakeServer(chain=(LEAF.der,))})
     await deliver(
         "example.test",
         "sender@example.org",
-        ["rcpt@example.test"],
+        [f"{recipient}@example.test"],
         MESSAGE,
         settings=settings(),
         lookups=Lookups(resolver),
@@ -584,7 +602,8 @@ async def test_smtputf8_messages_ask_the_session_for_smtputf8() -> None:
         smtputf8=True,
     )
     (request,) = runner.requests
-    assert request.needs_smtputf8  # RFC 6531 §3.4
+    assert request.smtputf8_requested
+    assert request.needs_smtputf8 is required  # RFC 6531 §3.4
 
 
 async def test_a_reused_connection_is_reported_per_recipient() -> None:
