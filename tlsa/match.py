@@ -21,11 +21,19 @@ Depths follow OpenSSL's `SSL_get0_dane_authority()`: the matched certificate's
 index in the presented chain; a trust anchor taken from DNS gets the index it
 would have on top of the path it signs; a bare `2 1 0` key reports the top
 certificate it signed.
+
+The relay verifies the same chains message after message, so what depends on a
+certificate's DER alone (its parsed fields, and whether one certificate signed
+another) is kept in bounded LRU caches keyed by the DER bytes.  Still pure: a
+hit returns what recomputing would.  Everything that depends on `now`, the
+records or the reference names is decided afresh on every call, and the path
+search's step budget counts the same steps, cached or not.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -132,11 +140,24 @@ class _Extensions:
     dns_names: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class _Cert:
-    """One parsed certificate: the fields matching and path checks need, read eagerly."""
+#: Certificates whose parsed facts are kept between `verify()` calls, keyed by DER: the
+#: relay meets the same few servers, with the same chains, message after message.
+FACTS_CACHE_SIZE = 256
+#: Signature checks (subject, issuer) kept between calls, keyed by the two DERs.
+SIGNATURE_CACHE_SIZE = 256
+#: Larger certificates are parsed afresh on every call, never cached: entries are counted,
+#: not weighed, and a hostile server could otherwise park megabytes in the caches.
+CACHED_DER_MAX = 8192
 
-    depth: int | None  # index in the presented chain; None for a certificate from DNS
+
+@dataclass(frozen=True, eq=False)
+class _Facts:
+    """What one certificate says, read eagerly: the fields matching and path checks need.
+
+    Depends on the DER alone (not on where it was sent, nor on the time), so one
+    `_Facts` serves every chain that carries the same certificate.
+    """
+
     der: bytes
     spki: bytes
     cert: x509.Certificate
@@ -145,21 +166,26 @@ class _Cert:
     not_before: dt.datetime
     not_after: dt.datetime
     version_1: bool
+    self_issued: bool  # RFC 5280 §6.1: subject and issuer names are the same
     common_names: tuple[str, ...]
     key: _PublicKey | None
     ext: _Extensions
 
-    @property
-    def self_issued(self) -> bool:
-        # RFC 5280 §6.1: self-issued = subject and issuer names are the same.
-        return self.subject == self.issuer
+
+@dataclass(frozen=True, eq=False)
+class _Cert:
+    """A certificate where it was found: its index in the presented chain, or None for a
+    certificate from DNS.  Distinct objects for distinct places, even with equal DER."""
+
+    depth: int | None
+    facts: _Facts
 
     def where(self) -> str:
         return "the trust anchor from DNS" if self.depth is None else f"depth {self.depth}"
 
 
-def _parse_certificate(der: bytes, depth: int | None) -> _Cert | str:
-    """Parse DER into a `_Cert`, or return why it is not a certificate.
+def _read_certificate(der: bytes) -> _Facts | str:
+    """Parse DER into `_Facts`, or return why it is not a certificate.
 
     `cryptography` parses some fields lazily; everything used later is read
     here so that malformed DER surfaces once, as a reason, never as an exception.
@@ -179,8 +205,7 @@ def _parse_certificate(der: bytes, depth: int | None) -> _Cert | str:
         key: _PublicKey | None = _as_public_key(cert.public_key())
     except (ValueError, UnsupportedAlgorithm):
         key = None
-    return _Cert(
-        depth=depth,
+    return _Facts(
         der=der,
         spki=spki,
         cert=cert,
@@ -189,10 +214,21 @@ def _parse_certificate(der: bytes, depth: int | None) -> _Cert | str:
         not_before=not_before,
         not_after=not_after,
         version_1=version_1,
+        self_issued=subject == issuer,
         common_names=common_names,
         key=key,
         ext=_read_extensions(cert),
     )
+
+
+# A cache of a pure function of immutable input is still a pure function: a hit returns
+# what parsing the same bytes would.  The time never enters (dates are checked per call).
+_cached_facts = functools.lru_cache(maxsize=FACTS_CACHE_SIZE)(_read_certificate)
+
+
+def _certificate_facts(der: bytes) -> _Facts | str:
+    """`_read_certificate`, through the cache for certificates of ordinary size."""
+    return _cached_facts(der) if len(der) <= CACHED_DER_MAX else _read_certificate(der)
 
 
 def _read_extensions(cert: x509.Certificate) -> _Extensions:
@@ -303,6 +339,29 @@ def _signature_verifies(cert: x509.Certificate, key: _PublicKey | None) -> bool:
     return True
 
 
+def _issued_by(subject: _Facts, issuer: _Facts) -> bool:
+    """Name chaining and signature (RFC 5280 §6.1.3 (a)(1), (a)(4)).
+
+    Certificates of ordinary size go through a cache keyed by both DERs (the same
+    leaf and intermediate arrive message after message).
+    """
+    if len(subject.der) <= CACHED_DER_MAX and len(issuer.der) <= CACHED_DER_MAX:
+        return _cached_issued_by(subject.der, issuer.der)
+    return _names_chain(subject, issuer) and _signature_verifies(subject.cert, issuer.key)
+
+
+def _names_chain(subject: _Facts, issuer: _Facts) -> bool:
+    return subject.issuer == issuer.subject
+
+
+@functools.lru_cache(maxsize=SIGNATURE_CACHE_SIZE)
+def _cached_issued_by(subject_der: bytes, issuer_der: bytes) -> bool:
+    subject, issuer = _certificate_facts(subject_der), _certificate_facts(issuer_der)
+    if isinstance(subject, str) or isinstance(issuer, str):
+        return False  # unreachable: both were parsed before they were paired
+    return _names_chain(subject, issuer) and _signature_verifies(subject.cert, issuer.key)
+
+
 # -- the chain as presented -------------------------------------------------------
 
 
@@ -341,31 +400,32 @@ class _Chain:
 
     def issuer_pool(self) -> list[_Cert]:
         """Certificates at depth >= 1, each distinct DER once, never a copy of the leaf."""
-        seen = {self.leaf.der}
+        seen = {self.leaf.facts.der}
         pool = []
         for cert in self.certs[1:]:
-            if cert.der not in seen:
-                seen.add(cert.der)
+            if cert.facts.der not in seen:
+                seen.add(cert.facts.der)
                 pool.append(cert)
         return pool
 
     def issued_by(self, subject: _Cert, issuer: _Cert) -> bool:
-        """Name chaining and signature (RFC 5280 §6.1.3 (a)(1), (a)(4)), memoised."""
-        if subject.issuer != issuer.subject:
-            return False
-        memo_key = (subject.der, issuer.der)
+        """`_issued_by`, memoised for this call (whatever the shared cache evicts meanwhile)."""
+        memo_key = (subject.facts.der, issuer.facts.der)
         if memo_key not in self._signed:
-            self._signed[memo_key] = _signature_verifies(subject.cert, issuer.key)
+            self._signed[memo_key] = _issued_by(subject.facts, issuer.facts)
         return self._signed[memo_key]
 
     def anchor_issued(self, subject: _Cert, anchor: _Anchor) -> bool:
         if anchor.cert is not None:
-            return anchor.cert.der != subject.der and self.issued_by(subject, anchor.cert)
+            return anchor.cert.facts.der != subject.facts.der and self.issued_by(
+                subject, anchor.cert
+            )
         # RFC 7671 §5.2.3: a bare key anchors the certificate whose signature it verifies.
         # Memoised for the current search (one anchor): it asks again at many steps.
-        if subject.der not in self._key_signed:
-            self._key_signed[subject.der] = _signature_verifies(subject.cert, anchor.key)
-        return self._key_signed[subject.der]
+        der = subject.facts.der
+        if der not in self._key_signed:
+            self._key_signed[der] = _signature_verifies(subject.facts.cert, anchor.key)
+        return self._key_signed[der]
 
     @property
     def exhausted(self) -> bool:
@@ -381,7 +441,8 @@ class _Chain:
         out-of-order chains, extra certificates and self-issued loops all
         terminate.
         """
-        pool = [c for c in self.issuer_pool() if anchor.cert is None or c.der != anchor.cert.der]
+        top = None if anchor.cert is None else anchor.cert.facts.der
+        pool = [c for c in self.issuer_pool() if c.facts.der != top]
         self.steps = 0
         self._key_signed = {}
         yield from self._extend([self.leaf], pool, anchor)
@@ -408,7 +469,7 @@ class _Chain:
 # -- association data ---------------------------------------------------------------
 
 
-def _association_matches(record: TLSARecord, cert: _Cert) -> bool:
+def _association_matches(record: TLSARecord, cert: _Facts) -> bool:
     """RFC 6698 §2.1.2-§2.1.3: the selected bytes, digested by mtype, equal the record data."""
     selected = cert.der if record.selector == Selector.CERT else cert.spki
     return digest(record.mtype, selected) == record.data
@@ -419,8 +480,8 @@ def _chain_matches(record: TLSARecord, certs: Sequence[_Cert]) -> list[_Cert]:
     seen: set[bytes] = set()
     found = []
     for cert in certs:
-        if cert.der not in seen and _association_matches(record, cert):
-            seen.add(cert.der)
+        if cert.facts.der not in seen and _association_matches(record, cert.facts):
+            seen.add(cert.facts.der)
             found.append(cert)
     return found
 
@@ -501,7 +562,7 @@ def _presented_matches(presented: str, reference: str) -> bool:
 def _leaf_name_matches(leaf: _Cert, reference_names: Sequence[str]) -> str | None:
     """The reference identifier the leaf matches, or None (RFC 7672 §3.2.3)."""
     # RFC 6125 §6.4.4: the CN is consulted only when there is no DNS-ID at all.
-    presented = leaf.ext.dns_names or leaf.common_names
+    presented = leaf.facts.ext.dns_names or leaf.facts.common_names
     for name in reference_names:
         reference = _normalise_reference(name)
         if reference is not None and any(_presented_matches(p, reference) for p in presented):
@@ -512,7 +573,7 @@ def _leaf_name_matches(leaf: _Cert, reference_names: Sequence[str]) -> str | Non
 # -- path validation --------------------------------------------------------------------
 
 
-def _time_problem(cert: _Cert, now: dt.datetime) -> str | None:
+def _time_problem(cert: _Facts, now: dt.datetime) -> str | None:
     # RFC 5280 §6.1.3 (a)(2): the certificate validity period includes the current time.
     if now < cert.not_before:
         return f"is not valid before {cert.not_before:%Y-%m-%dT%H:%M:%SZ}"
@@ -521,7 +582,7 @@ def _time_problem(cert: _Cert, now: dt.datetime) -> str | None:
     return None
 
 
-def _issuer_problem(cert: _Cert, *, is_anchor: bool) -> str | None:
+def _issuer_problem(cert: _Facts, *, is_anchor: bool) -> str | None:
     """Why `cert` may not issue certificates, or None.
 
     RFC 5280 §6.1.4 (k), (n): an intermediate needs basicConstraints cA and,
@@ -541,7 +602,7 @@ def _issuer_problem(cert: _Cert, *, is_anchor: bool) -> str | None:
     return "is not a CA"
 
 
-def _link_problem(cert: _Cert, index: int, now: dt.datetime) -> str | None:
+def _link_problem(cert: _Facts, index: int, now: dt.datetime) -> str | None:
     """Why the certificate at `index` of a path (0 = leaf) is not acceptable there."""
     if cert.ext.problem is not None:
         return f"has {cert.ext.problem}"
@@ -554,7 +615,7 @@ def _link_problem(cert: _Cert, index: int, now: dt.datetime) -> str | None:
     return problem
 
 
-def _anchor_problem(anchor: _Cert, now: dt.datetime) -> str | None:
+def _anchor_problem(anchor: _Facts, now: dt.datetime) -> str | None:
     """Why a trust anchor certificate cannot anchor a path (no signature check: it is trusted)."""
     if anchor.ext.problem is not None:
         return f"has {anchor.ext.problem}"
@@ -569,12 +630,12 @@ def _anchor_problem(anchor: _Cert, now: dt.datetime) -> str | None:
 def _path_problem(path: list[_Cert], anchor: _Anchor, now: dt.datetime) -> str | None:
     """Why the path leaf → … → anchor is not valid, or None (RFC 5280 §6.1)."""
     for index, cert in enumerate(path):
-        problem = _link_problem(cert, index, now)
+        problem = _link_problem(cert.facts, index, now)
         if problem is not None:
             return f"the certificate at {cert.where()} {problem}"
     issuers = path[1:]
     if anchor.cert is not None:
-        problem = _anchor_problem(anchor.cert, now)
+        problem = _anchor_problem(anchor.cert.facts, now)
         if problem is not None:
             return f"the trust anchor {problem}"
         issuers = [*issuers, anchor.cert]
@@ -586,12 +647,13 @@ def _path_length_problem(issuers: list[_Cert]) -> str | None:
     intermediates below the constraining CA (the leaf is not counted).  RFC 7672
     §3.1.2 asks that a Cert(0) trust anchor's path length constraint be applied."""
     for index, cert in enumerate(issuers):
-        if cert.ext.path_length is None:
+        path_length = cert.facts.ext.path_length
+        if path_length is None:
             continue
-        below = sum(1 for c in issuers[:index] if not c.self_issued)
-        if below > cert.ext.path_length:
+        below = sum(1 for c in issuers[:index] if not c.facts.self_issued)
+        if below > path_length:
             return (
-                f"the certificate at {cert.where()} allows {cert.ext.path_length} "
+                f"the certificate at {cert.where()} allows {path_length} "
                 f"intermediates below it, the path has {below}"
             )
     return None
@@ -608,7 +670,7 @@ def _short(record: TLSARecord) -> str:
 def _evaluate_ee(record: TLSARecord, chain: _Chain) -> RecordResult:
     # RFC 7672 §3.1.1, §3.2.1: DANE-EE matches the leaf only; names, dates and
     # issuer are not checked (RFC 7671 §5.1).
-    if _association_matches(record, chain.leaf):
+    if _association_matches(record, chain.leaf.facts):
         return RecordResult(record, True, True, "matches the leaf certificate (depth 0)", 0)
     return RecordResult(record, True, False, "does not match the leaf certificate")
 
@@ -618,8 +680,8 @@ def _anchor_from_dns(record: TLSARecord) -> _Anchor | None:
     if record.mtype != MatchingType.FULL:
         return None
     if record.selector == Selector.CERT:
-        parsed = _parse_certificate(record.data, None)
-        return None if isinstance(parsed, str) else _Anchor(parsed, parsed.key, None)
+        facts = _certificate_facts(record.data)
+        return None if isinstance(facts, str) else _Anchor(_Cert(None, facts), facts.key, None)
     try:
         key = _as_public_key(load_der_public_key(record.data))
     except (ValueError, UnsupportedAlgorithm):
@@ -638,7 +700,9 @@ def _anchor_depth(anchor: _Anchor, path: list[_Cert]) -> int | None:
 
 def _evaluate_ta(record: TLSARecord, chain: _Chain, names: Sequence[str]) -> RecordResult:
     # RFC 7672 §3.1.2: the trust anchor is an issuer the server sent (depth >= 1) ...
-    anchors = [_Anchor(c, c.key, c.depth) for c in _chain_matches(record, chain.issuer_pool())]
+    anchors = [
+        _Anchor(c, c.facts.key, c.depth) for c in _chain_matches(record, chain.issuer_pool())
+    ]
     if not anchors:
         # ... or, for Full(0), the certificate or key the record carries (RFC 7671 §5.2.3).
         from_dns = _anchor_from_dns(record)
@@ -673,7 +737,7 @@ def _name_checked(
     # RFC 7672 §3.2.2: with DANE-TA the leaf must match a reference identifier.
     matched_name = _leaf_name_matches(chain.leaf, names)
     if matched_name is None:
-        presented = _name_list(chain.leaf.ext.dns_names or chain.leaf.common_names)
+        presented = _name_list(chain.leaf.facts.ext.dns_names or chain.leaf.facts.common_names)
         wanted = _name_list(names)
         reason = (
             f"trust anchor is {anchor}, the path is valid, but the leaf's names "
@@ -726,10 +790,10 @@ def _parse_chain(chain: Sequence[bytes], now: dt.datetime) -> _Chain | str:
         return f"the server sent {len(chain)} certificates, more than {MAX_CHAIN_CERTS}"
     certs = []
     for depth, der in enumerate(chain):
-        parsed = _parse_certificate(bytes(der), depth)
-        if isinstance(parsed, str):
-            return f"certificate at depth {depth} is {parsed}"
-        certs.append(parsed)
+        facts = _certificate_facts(bytes(der))
+        if isinstance(facts, str):
+            return f"certificate at depth {depth} is {facts}"
+        certs.append(_Cert(depth, facts))
     return _Chain(certs, now)
 
 

@@ -11,6 +11,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import tlsa.match as match
 from tests import pki
 from tlsa.match import MAX_CHAIN_CERTS, Verdict, verify
 from tlsa.records import TLSARecord
@@ -522,6 +523,104 @@ def test_many_same_named_issuers_stay_bounded() -> None:
     # The path search is bounded by a step budget: it terminates without a match.
     verdict = run(chain, rec(pki.issue("Elsewhere", ca=True), 2, 0, 0))
     assert not verdict.authenticated
+
+
+# -- certificates parsed once, dates checked every time ---------------------------------
+
+
+@pytest.fixture
+def cold_caches() -> None:
+    """Empty the caches verify() keeps between calls, so a test sees a first call."""
+    match._cached_facts.cache_clear()
+    match._cached_issued_by.cache_clear()
+
+
+def test_cached_chain_is_checked_against_each_calls_time(cold_caches: None) -> None:
+    # Leaf and intermediate both valid from ten days ago; the leaf expires in ten days,
+    # the intermediate in twenty.  The same DER objects are verified at five times.
+    root = pki.issue("Root", ca=True)
+    inter = pki.issue(
+        "Inter",
+        issuer=root,
+        ca=True,
+        not_before=NOW - dt.timedelta(days=10),
+        not_after=NOW + dt.timedelta(days=20),
+    )
+    leaf = pki.issue(
+        MX,
+        issuer=inter,
+        sans=[MX],
+        not_before=NOW - dt.timedelta(days=10),
+        not_after=NOW + dt.timedelta(days=10),
+    )
+    chain = [leaf.der, inter.der, root.der]
+    ta, ee = rec(root, 2, 0, 1), rec(leaf, 3, 1, 1)
+    days = (0, 15, -15, 25, 0)
+    verdicts = [run(chain, ta, now=NOW + dt.timedelta(days=d)) for d in days]
+    assert [v.authenticated for v in verdicts] == [True, False, False, False, True]
+    assert "the certificate at depth 0 expired" in verdicts[1].reason
+    assert "the certificate at depth 0 is not valid before" in verdicts[2].reason
+    assert "the certificate at depth 0 expired" in verdicts[3].reason
+    # DANE-EE ignores the dates (RFC 7671 §5.1), before and after the same cache hits.
+    assert all(run(chain, ee, now=NOW + dt.timedelta(days=d)).authenticated for d in days)
+    assert match._cached_facts.cache_info().hits > 0
+
+
+def test_an_expired_intermediate_is_caught_on_a_cached_chain(cold_caches: None) -> None:
+    root = pki.issue("Root", ca=True)
+    inter = pki.issue("Inter", issuer=root, ca=True, not_after=NOW + dt.timedelta(days=5))
+    leaf = pki.issue(MX, issuer=inter, sans=[MX])
+    chain = [leaf.der, inter.der, root.der]
+    before, after, again = (
+        run(chain, rec(root, 2, 1, 1), now=NOW + dt.timedelta(days=d)) for d in (0, 6, 0)
+    )
+    assert before.authenticated and again.authenticated
+    assert not after.authenticated
+    assert "the certificate at depth 1 expired" in after.reason
+
+
+def warm_and_cold_cases(tier: pki.Hierarchy) -> list[tuple[list[bytes], list[TLSARecord]]]:
+    stranger = pki.hierarchy(MX)
+    broken = bytearray(tier.leaf.der)
+    broken[-3] ^= 0xFF  # the leaf's signature no longer verifies
+    return [
+        (tier.chain(), [rec(tier.leaf, 3, 1, 1)]),
+        (tier.chain(), [rec(tier.intermediate, 2, 1, 1)]),
+        (tier.chain(with_root=True), [rec(tier.root, 2, 0, 1), rec(tier.root, 2, 0, 2)]),
+        (tier.chain(), [rec(tier.root, 2, 0, 0)]),
+        (tier.chain(), [rec(tier.root, 2, 1, 0)]),
+        (tier.chain(), [rec(stranger.intermediate, 2, 1, 1)]),
+        ([bytes(broken), tier.intermediate.der], [rec(tier.intermediate, 2, 1, 1)]),
+        ([tier.leaf.der, b"not a certificate"], [rec(tier.leaf, 3, 1, 1)]),
+        ([tier.leaf.der, tier.intermediate.der, tier.leaf.der], [rec(tier.intermediate, 2, 0, 1)]),
+    ]
+
+
+def test_warm_caches_give_the_verdicts_of_cold_ones(ec_tier: pki.Hierarchy) -> None:
+    for chain, records in warm_and_cold_cases(ec_tier):
+        for names in ((MX,), ("other.example.com",)):
+            for now in (NOW, NOW + dt.timedelta(days=4000)):
+                match._cached_facts.cache_clear()
+                match._cached_issued_by.cache_clear()
+                cold = verify(chain, records, names, now)
+                warm = verify([bytes(bytearray(der)) for der in chain], records, names, now)
+                assert warm == cold, (chain, records, names, now)
+
+
+def test_a_certificate_too_large_to_cache_is_parsed_every_time(cold_caches: None) -> None:
+    many = [f"host{n}.example.com" for n in range(600)]
+    tier = pki.hierarchy(MX, *many)
+    assert len(tier.leaf.der) > match.CACHED_DER_MAX >= len(tier.intermediate.der)
+    for now in (NOW, NOW + dt.timedelta(days=4000), NOW):
+        first = run(tier.chain(), rec(tier.intermediate, 2, 1, 1), now=now)
+        assert first == run(tier.chain(), rec(tier.intermediate, 2, 1, 1), now=now)
+    assert match._cached_facts.cache_info().currsize == 1  # the intermediate only
+    assert match._cached_issued_by.cache_info().currsize == 0
+
+
+def test_the_caches_are_bounded() -> None:
+    assert match._cached_facts.cache_info().maxsize == match.FACTS_CACHE_SIZE
+    assert match._cached_issued_by.cache_info().maxsize == match.SIGNATURE_CACHE_SIZE
 
 
 def test_verdict_is_a_frozen_value(ec_tier: pki.Hierarchy) -> None:
