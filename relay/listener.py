@@ -29,6 +29,9 @@ What aiosmtpd does and what this module adds:
   networks (listen.networks by default) are never throttled.  All clients
   together, exempt ones included, are held to `max_connections` (421 at
   connect), and each to `idle_timeout` between commands.
+- MAIL/RCPT paths: a plain `<local@domain>` skips aiosmtpd's e-mail header
+  parser (`_Connection._getaddr`, which answers as that parser would); what
+  is accepted is decided by `submission.path_argument` and its checks.
 - DATA is read here, not by aiosmtpd, so that memory per session stays
   within max_message_size plus one line whatever the client sends.
 - Received: is prepended (RFC 5321 §4.4); the bytes after it are the client's
@@ -44,6 +47,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import re
 import socket
 import ssl
 import time
@@ -149,6 +153,13 @@ for _filter in (_QuietLoginDataWarning, _EscapedControls):
 
 def _client_ip(peer: Any) -> str:
     return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+
+
+# "<local@domain>" with an RFC 5322 §3.2.3 dot-atom local part (atext, no "=?" checked
+# apart) and a domain of letters, digits and hyphens: the path nearly every client sends,
+# and one that email's header parser (aiosmtpd's `_getaddr`) returns unchanged.
+_ATOM = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+"
+_PLAIN_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>")
 
 
 class _Connection(SMTP):
@@ -258,6 +269,28 @@ class _Connection(SMTP):
             await super().smtp_HELO(hostname)
         finally:
             self._in_helo = False
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's (address, rest) for MAIL/RCPT, without its parser for a plain path.
+
+        aiosmtpd 1.4.6 runs email's RFC 5322 header parser (and defines a class) on every
+        path; for `_PLAIN_PATH` that parser returns the address as written and, as rest,
+        what follows ">" after leading blanks.  Anything else (quoted local parts, source
+        routes, literals, UTF-8, encoded words, a comment after ">", "<>") goes to it.
+        The handlers decide on the raw argument anyway (submission.path_argument).
+        """
+        match = _PLAIN_PATH.match(arg) if arg else None
+        if match is None or "=?" in match[1]:
+            return super()._getaddr(arg)
+        rest = arg[match.end() :]
+        if rest[:1] in (" ", "\t"):  # email's CFWS after the angle-addr: str.lstrip()
+            rest = rest.lstrip()
+        if rest[:1] == "(":  # ... and comments, which only the parser reads
+            return super()._getaddr(arg)
+        address = match[1]
+        if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return address, rest
 
     # aiosmtpd parses the path leniently; keep the raw argument for submission.path_argument.
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")

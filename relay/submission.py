@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
@@ -257,6 +258,7 @@ _DEFAULT_STATUS = {
     555: "5.5.4",
 }
 _HAS_STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}(?: |$)")
+_FINAL_REPLY = re.compile(r"([245])(\d\d)([ -])(.*)", re.DOTALL)
 
 
 def with_enhanced_code(line: str) -> str:
@@ -268,7 +270,7 @@ def with_enhanced_code(line: str) -> str:
     """
     if line in _AIOSMTPD_REPLIES:
         return str(_AIOSMTPD_REPLIES[line])
-    match = re.match(r"([245])(\d\d)([ -])(.*)", line, re.DOTALL)
+    match = _FINAL_REPLY.match(line)
     if match is None:
         return line
     code = int(match[1] + match[2])
@@ -282,11 +284,22 @@ def with_enhanced_code(line: str) -> str:
 # -- who may do what -----------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1024)
+def _client_address(client_ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The client's address as read from the socket (an IPv6 zone dropped), None if unreadable.
+
+    Cached: every command of a session asks about the same few addresses.
+    """
+    try:
+        return ipaddress.ip_address(client_ip.split("%", 1)[0])
+    except ValueError:
+        return None
+
+
 def client_in(client_ip: str, networks: Iterable[Network]) -> bool:
     """Whether the address is in one of the networks (IPv4-mapped IPv6 counts as IPv4)."""
-    try:
-        address = ipaddress.ip_address(client_ip.split("%", 1)[0])
-    except ValueError:
+    address = _client_address(client_ip)
+    if address is None:
         return False  # fail closed: an address we cannot read is in no network
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
@@ -448,9 +461,13 @@ def check_recipient(
 
 
 def has_bare_line_ending(data: bytes) -> bool:
-    """RFC 5321 §2.3.8: a CR or LF that is not part of a CRLF pair."""
-    rest = data.replace(b"\r\n", b"")
-    return b"\r" in rest or b"\n" in rest
+    """RFC 5321 §2.3.8: a CR or LF that is not part of a CRLF pair.
+
+    Counted rather than replaced (no copy of the message): every CR and every LF
+    belongs to a CRLF exactly when there are as many of each as of CRLF pairs.
+    """
+    pairs = data.count(b"\r\n")
+    return data.count(b"\r") != pairs or data.count(b"\n") != pairs
 
 
 def with_protocol(*, extended: bool, tls: bool, authenticated: bool, smtputf8: bool) -> str:
@@ -471,11 +488,16 @@ def _comment_safe(text: str) -> str:
 
 def _address_literal(client_ip: str) -> str:
     """RFC 5321 §4.1.3: [192.0.2.1] or [IPv6:2001:db8::1]."""
-    try:
-        address = ipaddress.ip_address(client_ip.split("%", 1)[0])
-    except ValueError:
+    address = _client_address(client_ip)
+    if address is None:
         return "[unknown]"
     return f"[IPv6:{address}]" if address.version == 6 else f"[{address}]"
+
+
+@functools.lru_cache(maxsize=4)
+def _date_time(second: dt.datetime) -> str:
+    """RFC 5322 §3.3 date-time of a whole second (messages of the same second share it)."""
+    return email.utils.format_datetime(second)
 
 
 def received_header(
@@ -506,7 +528,7 @@ def received_header(
     if len(recipients) == 1:
         recipient = recipients[0] if smtputf8 else _comment_safe(recipients[0])
         clauses.append(f"for <{recipient}>")
-    date = email.utils.format_datetime(dt.datetime.fromtimestamp(now, dt.UTC))
+    date = _date_time(dt.datetime.fromtimestamp(now, dt.UTC).replace(microsecond=0))
     text = "Received: " + "\r\n\t".join(clauses) + f";\r\n\t{date}\r\n"
     return text.encode("utf-8" if smtputf8 else "ascii", errors="replace")
 

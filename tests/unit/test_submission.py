@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import ipaddress
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from relay.submission import (
     AUTH_INVALID,
@@ -231,6 +235,13 @@ def test_has_bare_line_ending(data: bytes, bare: bool) -> None:
     assert has_bare_line_ending(data) is bare
 
 
+@given(st.lists(st.sampled_from([b"\r\n", b"\r", b"\n", b"x", b".", b"\n\r"]), max_size=12))
+def test_has_bare_line_ending_is_a_cr_or_lf_outside_a_crlf(pieces: list[bytes]) -> None:
+    data = b"".join(pieces)
+    rest = data.replace(b"\r\n", b"")  # RFC 5321 §2.3.8, said the slow way
+    assert has_bare_line_ending(data) is (b"\r" in rest or b"\n" in rest)
+
+
 @pytest.mark.parametrize(
     ("line", "enhanced"),
     [
@@ -317,6 +328,24 @@ def test_received_header_one_recipient() -> None:
         b"\tfor <rcpt@example.net>;\r\n"
         b"\tTue, 14 Nov 2023 22:13:20 +0000\r\n"
     )
+
+
+@pytest.mark.parametrize("now", [NOW, NOW + 0.25, NOW + 0.9999994, NOW + 0.9999996, NOW + 61.5])
+def test_received_header_date_is_the_second_of_now(now: float) -> None:
+    # The same date as formatting `now` afresh (a second's date-time is shared).
+    for _ in range(2):
+        header = received_header(
+            helo=None,
+            client_ip="192.0.2.7",
+            hostname="relay.example",
+            protocol="ESMTP",
+            tls=None,
+            recipients=("a@example.net", "b@example.net"),
+            smtputf8=False,
+            now=now,
+        )
+        expected = email.utils.format_datetime(dt.datetime.fromtimestamp(now, dt.UTC))
+        assert header.endswith(f";\r\n\t{expected}\r\n".encode())
 
 
 def test_received_header_hides_recipients_and_sanitises_helo() -> None:
