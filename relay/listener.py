@@ -10,11 +10,10 @@ the envelope are fsynced (RFC 5321 §6.1).
 
 What aiosmtpd does and what this module adds:
 
-- End of data: aiosmtpd 1.4.6 reads DATA line by line up to CRLF, so only
-  CRLF.CRLF ends it (`\\n.\\n`, `\\r\\n.\\n`, `\\n.\\r\\n` do not); the
-  message is then refused whole if it holds any bare CR or LF (550 5.6.0,
-  RFC 5321 §2.3.8), so nothing that another server might read as two
-  messages is ever relayed (SMTP smuggling).
+- End of data: only CRLF.CRLF ends it (`\\n.\\n`, `\\r\\n.\\n`, `\\n.\\r\\n`
+  do not; `submission.DataCollector`); the message is then refused whole if
+  it holds any bare CR or LF (550 5.6.0, RFC 5321 §2.3.8), so nothing that
+  another server might read as two messages is ever relayed (SMTP smuggling).
 - Enhanced status codes: aiosmtpd writes some replies itself without them;
   `push` adds them (`submission.with_enhanced_code`) except on the greeting
   and the 250 replies to EHLO/HELO (RFC 2034 §3).  EHLO also gets
@@ -76,6 +75,7 @@ from relay.submission import (
     SPOOL_FULL,
     TIMED_OUT,
     ClientLimits,
+    DataCollector,
     ListenSettings,
     Reply,
     auth_permitted,
@@ -342,41 +342,24 @@ class _Connection(SMTP):
         await self.push("250 OK" if status is MISSING else status)
 
     async def _receive_message(self) -> tuple[bytes | None, str]:
-        """Lines up to CRLF.CRLF, dot-unstuffed (RFC 5321 §4.5.2): (content, "") or (None, reply).
+        """The message up to CRLF.CRLF, dot-unstuffed: (content, "") or (None, reply).
 
-        Only CRLF ends a line (RFC 5321 §2.3.8); a bare CR or LF stays inside its
-        line for `has_bare_line_ending` to refuse.  The whole message is read
-        before refusing it (RFC 5321 §4.2.5), but once it is over the size limit
-        (RFC 1870 §6.3) or a line is over the line limit (RFC 5321 §4.5.3.1.6)
-        nothing more is kept: at most max_message_size plus one line in memory.
+        `submission.DataCollector` decides; this reads up to each ".<CRLF>", so that
+        what follows the end of data stays in the reader for the next command, or,
+        when there is none within aiosmtpd's line limit, what the reader holds.
         """
-        limit = self.data_size_limit
-        kept: list[bytes] = []
-        size = 0
-        refusal = ""
-        in_long_line = False
+        collector = DataCollector(
+            max_size=self.data_size_limit or 0, max_line=self.line_length_limit
+        )
         while True:
             try:
-                line = await self._reader.readuntil(b"\r\n")
+                block = await self._reader.readuntil(b".\r\n")
             except asyncio.LimitOverrunError as exc:
-                dropped = await self._reader.read(exc.consumed)  # never stored
-                # asyncio reports a separator found past the limit with the CRLF included.
-                in_long_line = not dropped.endswith(b"\r\n")
-                refusal = refusal or "500 Line too long (see RFC5321 4.5.3.1.6)"
-                kept.clear()
-                continue
-            if in_long_line:  # the end of the line that was too long
-                in_long_line = False
-                continue
-            if line == b".\r\n":
+                block = await self._reader.read(exc.consumed)
+            if collector.feed(block):
                 break
-            size += len(line)
-            if not refusal and limit and size > limit:
-                refusal = "552 Error: Too much mail data"
-                kept.clear()
-            if not refusal:
-                kept.append(line[1:] if line.startswith(b".") else line)
-        return (None, refusal) if refusal else (b"".join(kept), "")
+        content = collector.content
+        return (content, "") if content is not None else (None, str(collector.refusal))
 
 
 def _connection(server: SMTP) -> _Connection:

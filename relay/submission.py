@@ -20,6 +20,9 @@ Rules and where they come from:
 - Lines of the message end in CRLF and nothing else; a bare CR or LF is
   refused with 550 5.6.0 (RFC 5321 §2.3.8), so that no later hop can read
   an end-of-data the listener did not see (SMTP smuggling).
+- The message data ends at CRLF.CRLF only and is dot-unstuffed (RFC 5321
+  §4.5.2); a line too long (§4.5.3.1.6, 500 5.6.0) or a message too big
+  (RFC 1870 §6.3, 552 5.3.4) is read to its end and refused (`DataCollector`).
 - Recipients per message are limited (RFC 5321 §4.5.3.1.10: 452 4.5.3).
 - Per-client limits: concurrent connections (421 4.7.0, RFC 5321 §3.8) and
   messages per minute (450 4.7.1 at MAIL, a token bucket fed by an injected
@@ -57,8 +60,10 @@ __all__ = [
     "DEFAULT_MAX_MESSAGES_PER_MINUTE_PER_CLIENT",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_MAX_RECIPIENTS",
+    "LINE_TOO_LONG",
     "MAIL_SYNTAX",
     "MESSAGE_RATE_EXCEEDED",
+    "MESSAGE_TOO_BIG",
     "OK",
     "RCPT_SYNTAX",
     "RECIPIENT_OK",
@@ -72,6 +77,7 @@ __all__ = [
     "TOO_MANY_CONNECTIONS",
     "TOO_MANY_RECIPIENTS",
     "ClientLimits",
+    "DataCollector",
     "ListenSettings",
     "Network",
     "Reply",
@@ -223,6 +229,8 @@ MESSAGE_RATE_EXCEEDED = Reply(450, "4.7.1", "Message rate limit exceeded, try ag
 SPOOL_FULL = Reply(452, "4.3.1", "Insufficient system storage, try again later")
 SPOOL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
 SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
+LINE_TOO_LONG = Reply(500, "5.6.0", "Line too long (RFC 5321 §4.5.3.1.6: 1000 octets with CRLF)")
+MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message too big for system")
 
 
 def queued(queue_id: str) -> Reply:
@@ -233,13 +241,11 @@ def queued(queue_id: str) -> Reply:
 # aiosmtpd writes some replies itself, without enhanced codes; these are the ones
 # whose meaning is not the default for their code (RFC 3463 §3 subjects).
 _AIOSMTPD_REPLIES: Mapping[str, Reply] = {
-    "552 Error: Too much mail data": Reply(552, "5.3.4", "Message too big for system"),
+    "552 Error: Too much mail data": MESSAGE_TOO_BIG,
     "552 Error: message size exceeds fixed maximum message size": Reply(
         552, "5.3.4", "Message size exceeds fixed maximum message size"
     ),
-    "500 Line too long (see RFC5321 4.5.3.1.6)": Reply(
-        500, "5.6.0", "Line too long (RFC 5321 §4.5.3.1.6: 1000 octets with CRLF)"
-    ),
+    "500 Line too long (see RFC5321 4.5.3.1.6)": LINE_TOO_LONG,
     "554 Command refused due to lack of security": Reply(
         554, "5.7.0", "Command refused due to lack of security"
     ),
@@ -458,6 +464,101 @@ def check_recipient(
 
 
 # -- message content -----------------------------------------------------------------------
+
+
+class DataCollector:
+    """The message of one DATA command, collected from the bytes as they arrive.
+
+    RFC 5321 §4.5.2: the data ends at a line holding a single "." and a leading
+    dot is removed from every other line.  Only CRLF ends a line (§2.3.8): a bare
+    CR or LF stays inside its line (`has_bare_line_ending` refuses the message
+    later).  The whole message is read before a refusal is sent (§4.2.5); once
+    a line's text is longer than `max_line` octets (§4.5.3.1.6; aiosmtpd's
+    line_length_limit, so its CRLF comes on top) or the total passes `max_size`
+    (RFC 1870 §6.3; 0 = no limit), the first of the two is the reply and nothing
+    more is kept.  Memory stays within max_size plus one line plus what `feed`
+    is given.
+
+    Work is done on runs of whole lines with bytes operations, not line by line.
+    `feed` must not be given bytes beyond the end-of-data line (they belong to the
+    next command): the listener reads up to each ".<CRLF>".
+    """
+
+    def __init__(self, *, max_size: int, max_line: int) -> None:
+        self.max_size = max_size
+        self.max_line = max_line
+        self.refusal: Reply | None = None
+        self.done = False
+        self._kept: list[bytes] = []
+        self._size = 0
+        self._pending = b""  # the start of a line whose CRLF has not come yet
+        self._in_long_line = False  # dropping a too-long line up to its CRLF
+
+    @property
+    def content(self) -> bytes | None:
+        """The dot-unstuffed message once done without a refusal, else None."""
+        return b"".join(self._kept) if self.done and self.refusal is None else None
+
+    def feed(self, data: bytes) -> bool:
+        """Take the next bytes of the data; True once the end-of-data line was seen."""
+        if self.done:
+            raise ValueError("bytes fed after the end of data")
+        data = self._pending + data
+        if self._in_long_line:
+            found = data.find(b"\r\n")
+            if found < 0:
+                self._pending = b"\r" if data.endswith(b"\r") else b""
+                return False
+            data, self._in_long_line = data[found + 2 :], False
+        last = data.rfind(b"\r\n")
+        cut = last + 2 if last >= 0 else 0  # whole lines before the cut
+        lines, rest = data[:cut], data[cut:]
+        texts = lines.split(b"\r\n")  # each whole line without its CRLF ...
+        texts.pop()  # ... and the empty piece after the last CRLF
+        if b"." in texts:  # RFC 5321 §4.5.2: the line holding a single "." ends the data
+            if texts.index(b".") != len(texts) - 1 or rest:
+                raise ValueError("bytes fed beyond the end of data")
+            texts.pop()
+            self._take(lines[:-3], texts)
+            self.done = True
+            return True
+        self._take(lines, texts)
+        if len(rest) > self.max_line + 1:  # too long already, and its CRLF still to come
+            self._refuse(LINE_TOO_LONG)
+            self._in_long_line = True
+            rest = b"\r" if rest.endswith(b"\r") else b""
+        self._pending = rest
+        return False
+
+    def _take(self, lines: bytes, texts: list[bytes]) -> None:
+        """Keep whole lines (`lines`, which start at a line start; `texts` without CRLFs)."""
+        if not texts or self.refusal is not None:
+            return  # after a refusal nothing is kept
+        size = self._size + len(lines)
+        if (self.max_size and size > self.max_size) or max(map(len, texts)) > self.max_line:
+            for text in texts:  # rare: see which limit comes first
+                self._take_line(text)
+            return
+        self._size = size
+        if lines.startswith(b"."):  # RFC 5321 §4.5.2: the first dot of each line goes
+            lines = lines[1:]
+        self._kept.append(lines.replace(b"\r\n.", b"\r\n"))
+
+    def _take_line(self, line: bytes) -> None:
+        """One line without its CRLF."""
+        if len(line) > self.max_line:
+            self._refuse(LINE_TOO_LONG)
+            return
+        self._size += len(line) + 2
+        if self.max_size and self._size > self.max_size:
+            self._refuse(MESSAGE_TOO_BIG)
+        if self.refusal is None:
+            self._kept.append((line[1:] if line.startswith(b".") else line) + b"\r\n")
+
+    def _refuse(self, reply: Reply) -> None:
+        if self.refusal is None:
+            self.refusal = reply
+        self._kept.clear()
 
 
 def has_bare_line_ending(data: bytes) -> bool:
