@@ -23,7 +23,9 @@ Why SQLite for state and plain files for content:
 - Per-recipient state changes many times (every attempt); SQLite updates a
   row in one transaction instead of rewriting a queue file, `queue list` over
   100k messages is one indexed query that reads no content, and `due(now)` is
-  an index range scan.  It is in the standard library (nothing to install).
+  an index range scan (`scan_due` passes over the ids of messages in flight
+  in the index alone, without reading their recipients).  It is in the
+  standard library (nothing to install).
 - Content is large and immutable; as a file it never bloats the WAL and
   costs no database work after the put.  Its size and SHA-256 live in the database row, so a
   truncated or altered file is detected before a single byte is delivered.
@@ -42,26 +44,39 @@ The commit point of `put` is the database row.  The steps, and what a crash
    (SQLite rolls the transaction back); after: the message is durable.
 4. only now does `put` return the queue id, and the listener answer 250.
 
-Removal is the reverse: DELETE the rows (commit), then unlink the file; a
-crash in between leaves an orphan file, deleted by the next recovery scan.
-There is no rename: the row carrying size and checksum is the only thing
+After an attempt the engine writes the message's outcomes with `record`:
+every domain's recipient updates and evidence in one transaction, and when
+every recipient is then final, the DELETE of the entry in that same
+transaction.  Removal is the reverse of put: DELETE the rows (commit), then
+unlink the file; a crash in between leaves an orphan file, deleted by the
+next recovery scan.  There is no rename: the row carrying size and checksum is the only thing
 that makes content visible, so a half-written file never has a row, and a
 file whose bytes do not match its row is set aside (moved to `corrupt/`,
 with a JSON note holding the envelope and the reason), never delivered.
 
 Group commit: concurrent `put`s each write and fsync their own file in a
-worker thread; the database inserts queue up and one committer thread
-commits all that are waiting in one transaction, with one directory fsync
-and one WAL fsync.  Blocking I/O never runs on the event loop.
+worker thread; the database inserts queue up, and so do the engine's
+`record`s, and one committer (on a thread of its own, so that it never
+waits behind content fsyncs) commits all that are waiting in one
+transaction, with one directory fsync (when there are new messages) and one
+WAL fsync.  The `put`s of a batch return as soon as it is committed; the
+`record`s after the removed entries' files are unlinked.  If a batch with
+new messages fails, its outcomes are committed once more on their own (a
+full disk must not make a delivered message be delivered again).  Each new
+message is handed to the subscribers (`subscribe_new`: the engine) right
+after its commit, so the engine need not read the queue to find it.
+Blocking I/O never runs on the event loop.
 
 Concurrency: `serve` and the queue CLI (separate processes) open the same
 folder.  SQLite WAL lets readers proceed while one writer commits; every
 write is a short `BEGIN IMMEDIATE` transaction and waits (busy timeout) for
-the other process instead of failing.  Content files are never modified
-after their row exists.  A CLI `delete` while the engine delivers that very
-message leaves the engine's later `record_attempt` with nothing to update
-(it returns None).  Reads that span tables run in one read transaction, so
-a listing never shows half of a concurrent change.  `serve` runs
+the other process instead of failing.  Within a process, reads use a
+connection of their own, so they never wait for a commit's fsync either.
+Content files are never modified after their row exists.  A CLI `delete`
+while the engine delivers that very message leaves the engine's later
+`record` with nothing to update (`Recorded(found=False)`).  Reads that span
+tables run in one read transaction, so a listing never shows half of a
+concurrent change.  `serve` runs
 `recover()` at start-up, before accepting mail.  Its orphan sweep must not
 delete a file whose row is about to be committed by someone else: a Spool
 that has written holds a shared flock(2) on `lock`, and the sweep runs only
@@ -84,6 +99,7 @@ Every log line about a message starts with its queue id, as Postfix's do.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import enum
 import errno
@@ -95,18 +111,21 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "Attempt",
+    "AttemptOutcome",
+    "DueScan",
     "QueueEntry",
     "QueuedMessage",
     "RecipientState",
     "RecipientStatus",
     "RecipientUpdate",
+    "Recorded",
     "Recovery",
     "SetAside",
     "Spool",
@@ -121,6 +140,7 @@ log = logging.getLogger("relay.spool")
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
 HEADER_LIMIT = 1 << 20  # `read_headers` reads at most this much
+IN_LIST_LIMIT = 500  # ids per `IN (...)` list when entries are read by id
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # ascending in ASCII: ids sort like times
 TIME_CHARS = 9  # 45 bits of milliseconds: until the year 3084
 RANDOM_CHARS = 6  # 30 random bits per millisecond
@@ -225,6 +245,32 @@ class RecipientUpdate:
 
 
 @dataclass(frozen=True)
+class AttemptOutcome:
+    """One attempt's per-recipient updates and its evidence, as `record` writes them."""
+
+    updates: tuple[RecipientUpdate, ...]
+    evidence: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What `record` did with a message's outcomes."""
+
+    found: bool  # False: the message was gone (deleted meanwhile) and nothing was written
+    removed: bool = False  # every recipient final: the entry was removed in the same commit
+    next_attempt: float | None = None  # when some recipient is pending: the earliest due time
+
+
+@dataclass(frozen=True)
+class DueScan:
+    """What `scan_due` found."""
+
+    entries: tuple[QueueEntry, ...]  # due, not on hold, not excluded; earliest first
+    more: bool  # more such entries are due than the limit let through
+    next_due: float | None  # the earliest due time after `now` of a message not on hold
+
+
+@dataclass(frozen=True)
 class SetAside:
     """An entry moved to `corrupt/` instead of being delivered, and why."""
 
@@ -313,6 +359,36 @@ class _NewMessage:
     received_from: str | None
     future: asyncio.Future[str] = field(repr=False)
 
+    def entry(self) -> QueueEntry:
+        """The entry as `entry(id)` reads it right after the commit."""
+        return QueueEntry(
+            id=self.id,
+            arrival=self.arrival,
+            size=self.size,
+            sender=self.sender,
+            recipients=tuple(
+                RecipientState(address, RecipientStatus.QUEUED, next_attempt=self.arrival)
+                for address in self.recipients
+            ),
+            next_attempt=self.arrival,
+            smtputf8=self.smtputf8,
+            body_8bit=self.body_8bit,
+            received_from=self.received_from,
+            sha256=self.sha256,
+        )
+
+
+@dataclass
+class _Outcome:
+    """A message's attempt outcomes waiting for the committer; `result` is set by the commit."""
+
+    queue_id: str
+    now: float
+    attempts: tuple[tuple[tuple[RecipientUpdate, ...], str | None], ...]  # evidence as JSON
+    remove_when_done: bool
+    future: asyncio.Future[Recorded] = field(repr=False)
+    result: Recorded | None = None
+
 
 def open_spool(path: Path) -> Spool:
     """Open (creating folders and database if needed) the spool at `path`."""
@@ -322,9 +398,10 @@ def open_spool(path: Path) -> Spool:
 class Spool:
     """The spool folder: `put` for the listener, the rest for the engine and the queue CLI.
 
-    Methods other than `put` are synchronous and thread-safe; from the event
-    loop, call the ones that write (`record_attempt`, `remove_if_done`, ...)
-    through `asyncio.to_thread`, since they fsync.
+    `put` and `record` are coroutines (group-committed); `subscribe_new` hands
+    new entries over.  The other methods are synchronous and thread-safe; from
+    the event loop, call them through `asyncio.to_thread`, since they do I/O
+    (the ones that write, e.g. `record_attempt` or `hold`, fsync).
     """
 
     def __init__(self, path: Path) -> None:
@@ -337,12 +414,20 @@ class Spool:
             self._lock_fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as error:
             raise _spool_error(f"cannot create spool folder {self.path}", error) from None
-        self._db_lock = threading.RLock()
+        self._db_lock = threading.RLock()  # the writing connection
+        self._read_lock = threading.Lock()  # the reading connection
         self._put_lock_held = False
         self._puts_in_flight = 0  # between content write and commit, in this process
-        self._pending: list[_NewMessage] = []
+        self._pending: list[_NewMessage | _Outcome] = []  # waiting for the committer
         self._committer: asyncio.Task[None] | None = None
+        # The committer's own thread (started at the first commit): a commit never waits
+        # for a free worker behind the content fsyncs of concurrent puts.
+        self._commit_thread = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="spool-commit"
+        )
+        self._subscribers: list[Callable[[QueueEntry], None]] = []
         self._closed = False
+        self._reader: sqlite3.Connection | None = None
         try:
             self._db = sqlite3.connect(
                 self.path / "queue.db",
@@ -370,12 +455,30 @@ class Spool:
                     f"{self.path / 'queue.db'}: schema version {version}, "
                     f"this dane-relay knows {SCHEMA_VERSION}"
                 )
+            # Reads go through a second connection: in WAL mode a reader never waits for
+            # a writer, so the engine's reads do not queue behind a commit's fsync.
+            self._reader = sqlite3.connect(
+                self.path / "queue.db",
+                isolation_level=None,
+                check_same_thread=False,  # guarded by self._read_lock
+                timeout=BUSY_TIMEOUT_MS / 1000,
+            )
+            self._reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._reader.execute("PRAGMA query_only = ON")
         except sqlite3.Error as error:
-            os.close(self._lock_fd)
+            self._close_connections()
             raise _db_error(f"cannot open {self.path / 'queue.db'}", error) from None
         except SpoolError:
-            os.close(self._lock_fd)
+            self._close_connections()
             raise
+
+    def _close_connections(self) -> None:
+        with contextlib.suppress(sqlite3.Error, AttributeError):
+            self._db.close()
+        if self._reader is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._reader.close()
+        os.close(self._lock_fd)
 
     # ----------------------------------------------------------------- basics
 
@@ -383,9 +486,9 @@ class Spool:
         if self._closed:
             return
         self._closed = True
-        with self._db_lock:
-            self._db.close()
-        os.close(self._lock_fd)
+        self._commit_thread.shutdown(wait=True)
+        with self._db_lock, self._read_lock:
+            self._close_connections()
 
     def __enter__(self) -> Spool:
         return self
@@ -412,35 +515,39 @@ class Spool:
                 raise
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        assert self._reader is not None
         try:
-            with self._db_lock:
-                return self._db.execute(sql, params).fetchall()
+            with self._read_lock:
+                return self._reader.execute(sql, params).fetchall()
+        except sqlite3.Error as error:
+            raise _db_error("cannot read the queue", error) from None
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction on the reading connection: a concurrent commit cannot split
+        what is read inside it."""
+        assert self._reader is not None
+        try:
+            with self._read_lock:
+                self._reader.execute("BEGIN")
+                try:
+                    yield self._reader
+                finally:
+                    self._reader.execute("COMMIT")
         except sqlite3.Error as error:
             raise _db_error("cannot read the queue", error) from None
 
     def _select_entries(self, where: str, params: Sequence[Any] = ()) -> list[QueueEntry]:
         """Messages matching `where` (with ORDER BY/LIMIT) and their recipients, from one
-        snapshot: a read transaction, so a concurrent commit cannot split an entry."""
-        try:
-            with self._db_lock:
-                self._db.execute("BEGIN")
-                try:
-                    messages = self._db.execute(f"SELECT * FROM message {where}", params).fetchall()
-                    if len(messages) <= 500:
-                        ids = [row[0] for row in messages]
-                        recipients = self._db.execute(
-                            "SELECT * FROM recipient WHERE message_id IN"
-                            f" ({','.join('?' * len(ids))}) ORDER BY message_id, position",
-                            ids,
-                        ).fetchall()
-                    else:  # one pass over the table beats a huge IN list
-                        recipients = self._db.execute(
-                            "SELECT * FROM recipient ORDER BY message_id, position"
-                        ).fetchall()
-                finally:
-                    self._db.execute("COMMIT")
-        except sqlite3.Error as error:
-            raise _db_error("cannot read the queue", error) from None
+        snapshot."""
+        with self._snapshot() as db:
+            messages = db.execute(f"SELECT * FROM message {where}", params).fetchall()
+            if len(messages) <= IN_LIST_LIMIT:
+                recipients = _recipient_rows(db, [row[0] for row in messages])
+            else:  # one pass over the table beats many IN lists
+                recipients = db.execute(
+                    "SELECT * FROM recipient ORDER BY message_id, position"
+                ).fetchall()
         return _entries(messages, recipients)
 
     def _write(self, what: str, fn: Any) -> Any:
@@ -508,11 +615,25 @@ class Spool:
             future=loop.create_future(),
         )
         self._pending.append(message)
-        if self._committer is None or self._committer.done():
-            self._committer = loop.create_task(self._commit_pending())
+        self._start_committer(loop)
         # The commit goes on even if our caller is cancelled (the client hung up):
         # a message stored without its 250 may arrive twice, which §6.1 accepts.
         return await asyncio.shield(message.future)
+
+    def subscribe_new(self, callback: Callable[[QueueEntry], None]) -> Callable[[], None]:
+        """Call `callback(entry)` on the event loop for each message `put` through this Spool,
+        right after its commit (before `put` returns); the result unsubscribes.
+
+        The engine hears of fresh mail this way without reading the queue.  A
+        callback must not raise (if it does, that is logged and the others still run).
+        """
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(callback)
+
+        return unsubscribe
 
     def _write_content(self, data: bytes, now: float) -> tuple[str, str]:
         """Step 1: create, write and fsync the content file; returns (id, sha256)."""
@@ -547,34 +668,101 @@ class Spool:
             fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
             self._put_lock_held = True
 
+    def _start_committer(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._committer is None or self._committer.done():
+            self._committer = loop.create_task(self._commit_pending())
+
+    async def _in_commit_thread(self, fn: Callable[[Any], None], arg: Any) -> None:
+        try:
+            done = asyncio.get_running_loop().run_in_executor(self._commit_thread, fn, arg)
+        except RuntimeError:  # the thread was shut down by close()
+            raise SpoolError("the spool is closed") from None
+        await done
+
     async def _commit_pending(self) -> None:
-        """Group commit: everything queued while the previous batch committed goes in one."""
+        """Group commit: everything queued while the previous batch committed goes in one
+        transaction — new messages and attempt outcomes alike — with one WAL fsync."""
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                await asyncio.to_thread(self._commit_batch, batch)
-            except SpoolError as error:  # not committed: nothing of the batch may stay visible
-                await asyncio.to_thread(self._discard_uncommitted, [m.id for m in batch])
-                _fail(batch, error)
+                await self._in_commit_thread(self._commit_batch, batch)
+            except SpoolError as error:
+                await self._after_failed_commit(batch, error)
             except BaseException:
                 # Cancelled (shutdown) or a bug: the commit may still happen in its thread,
                 # so the content stays; the recovery scan sorts it out at the next start.
                 _fail(batch, SpoolError("interrupted while committing"))
                 raise
             else:
-                for message in batch:
-                    if not message.future.done():
-                        message.future.set_result(message.id)
+                await self._committed(batch)
 
-    def _commit_batch(self, batch: Sequence[_NewMessage]) -> None:
-        """Steps 2 and 3: one directory fsync and one transaction for the whole batch."""
+    async def _after_failed_commit(
+        self, batch: Sequence[_NewMessage | _Outcome], error: SpoolError
+    ) -> None:
+        new = [item for item in batch if isinstance(item, _NewMessage)]
+        outcomes = [item for item in batch if isinstance(item, _Outcome)]
+        if new:  # not committed: nothing of these messages may stay visible
+            await asyncio.to_thread(self._discard_uncommitted, [m.id for m in new])
+            _fail(new, error)
+        if not (new and outcomes):
+            _fail(outcomes, error)
+            return
+        # The outcomes may have failed on the new messages' account (they need more room):
+        # they get one commit of their own, so that a delivered message is not tried again.
         try:
-            _fsync_dir(self.messages_dir)
-        except OSError as error:
-            raise _spool_error(f"cannot fsync {self.messages_dir}", error) from None
+            await self._in_commit_thread(self._commit_batch, outcomes)
+        except SpoolError as second:
+            _fail(outcomes, second)
+        except BaseException:
+            _fail(outcomes, SpoolError("interrupted while committing"))
+            raise
+        else:
+            await self._committed(outcomes)
 
-        def insert(db: sqlite3.Connection) -> None:
-            for m in batch:
+    async def _committed(self, batch: Sequence[_NewMessage | _Outcome]) -> None:
+        """After the commit: the new messages go to the subscribers and their `put`s return at
+        once; the removed entries' content is unlinked, then the `record`s return."""
+        outcomes = [item for item in batch if isinstance(item, _Outcome)]
+        for item in batch:
+            if isinstance(item, _Outcome):
+                continue
+            if self._subscribers:
+                entry = item.entry()
+                for callback in list(self._subscribers):
+                    try:
+                        callback(entry)
+                    except Exception:  # a subscriber's bug must not undo a stored message
+                        log.exception("%s: subscriber %r failed", item.id, callback)
+            if not item.future.done():
+                item.future.set_result(item.id)
+        # Removal is the reverse of put: rows first (committed), content second.
+        removed = [o.queue_id for o in outcomes if o.result is not None and o.result.removed]
+        try:
+            if removed:
+                await self._in_commit_thread(self._discard_removed, removed)
+        finally:
+            for outcome in outcomes:
+                if not outcome.future.done() and outcome.result is not None:
+                    outcome.future.set_result(outcome.result)
+
+    def _discard_removed(self, queue_ids: Sequence[str]) -> None:
+        self._discard_contents(queue_ids)
+        for queue_id in queue_ids:
+            log.info("%s: removed", queue_id)
+
+    def _commit_batch(self, batch: Sequence[_NewMessage | _Outcome]) -> None:
+        """Steps 2 and 3 of `put` for every new message of the batch (one directory fsync),
+        and every outcome waiting, in one transaction."""
+        new = [item for item in batch if isinstance(item, _NewMessage)]
+        outcomes = [item for item in batch if isinstance(item, _Outcome)]
+        if new:
+            try:
+                _fsync_dir(self.messages_dir)
+            except OSError as error:
+                raise _spool_error(f"cannot fsync {self.messages_dir}", error) from None
+
+        def write(db: sqlite3.Connection) -> None:
+            for m in new:
                 db.execute(
                     "INSERT INTO message (id, arrival, sender, size, sha256, smtputf8, body_8bit,"
                     " received_from, next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -598,9 +786,17 @@ class Spool:
                         for i, address in enumerate(m.recipients)
                     ],
                 )
+            for outcome in outcomes:
+                outcome.result = _apply_outcome(db, outcome)
 
-        self._write("cannot commit new messages", insert)
-        for m in batch:
+        if not outcomes:
+            what = "cannot commit new messages"
+        elif not new:
+            what = "cannot record the attempts"
+        else:
+            what = "cannot commit new messages and the attempts"
+        self._write(what, write)
+        for m in new:
             log.info(
                 "%s: from=<%s>, size=%d, nrcpt=%d (queue active)",
                 m.id,
@@ -646,6 +842,30 @@ class Spool:
             return self._select_entries(where, (now,))
         return self._select_entries(where + " LIMIT ?", (now, limit))
 
+    def scan_due(self, now: float, *, limit: int, exclude: Collection[str] = ()) -> DueScan:
+        """Up to `limit` messages due at `now` (not on hold), earliest first, leaving out the
+        ids in `exclude` (the engine's messages in flight) without reading their recipients;
+        and when the next message becomes due.  One snapshot.
+
+        The cost grows with `limit` and with the excluded ids that are due (an index-only
+        pass over their ids), never with the size of the queue.
+        """
+        if limit < 0:
+            raise ValueError("limit must not be negative")
+        with self._snapshot() as db:
+            candidates = db.execute(
+                "SELECT id FROM message WHERE held = 0 AND next_attempt <= ?"
+                " ORDER BY next_attempt, id LIMIT ?",
+                (now, limit + len(exclude) + 1),
+            ).fetchall()
+            ids = [queue_id for (queue_id,) in candidates if queue_id not in exclude]
+            entries = _load_entries(db, ids[:limit])
+            (next_due,) = db.execute(
+                "SELECT min(next_attempt) FROM message WHERE held = 0 AND next_attempt > ?",
+                (now,),
+            ).fetchone()
+        return DueScan(tuple(entries), len(ids) > limit, next_due)
+
     def next_due_time(self) -> float | None:
         """When the earliest not-held message becomes due (None if none is pending)."""
         row = self._read("SELECT min(next_attempt) FROM message WHERE held = 0")[0]
@@ -665,14 +885,18 @@ class Spool:
         )
         return QueuedMessage(entry, tuple(Attempt(at, json.loads(ev)) for at, ev in rows))
 
-    def read_content(self, queue_id: str) -> bytes | SetAside | None:
+    def read_content(
+        self, queue_id: str, *, known: QueueEntry | None = None
+    ) -> bytes | SetAside | None:
         """The message content, checked against its size and SHA-256.
 
         Returns None if the message no longer exists (delivered or deleted
         meanwhile), and a `SetAside` if the content is missing or damaged:
         the entry has then been moved to `corrupt/` and must not be delivered.
+        With `known` (the entry as the caller read it; size and checksum never
+        change) the entry is not read again.
         """
-        entry = self.entry(queue_id)
+        entry = known if known is not None and known.id == queue_id else self.entry(queue_id)
         if entry is None:
             return None
         try:
@@ -717,6 +941,38 @@ class Spool:
 
     # ------------------------------------------------------------ engine
 
+    async def record(
+        self,
+        queue_id: str,
+        attempts: Sequence[AttemptOutcome],
+        *,
+        now: float,
+        remove_when_done: bool,
+    ) -> Recorded:
+        """Write a message's attempt outcomes (the engine's path); durable when this returns.
+
+        Everything of the message goes in one transaction, group-committed with
+        whatever else is waiting (other messages' outcomes, new messages): one
+        WAL fsync for all.  With `remove_when_done`, when every recipient is
+        final afterwards the entry is removed in that same commit (the caller
+        passes it only when no notice is still owed: a notice is stored before
+        the outcomes it reports on); its content file is unlinked after the
+        commit, and a crash in between leaves an orphan the recovery scan removes.
+        A recipient already final is left as it is.  Raises `SpoolError` when
+        nothing could be written.
+        """
+        if self._closed:
+            raise SpoolError("the spool is closed")
+        prepared = tuple(
+            (tuple(a.updates), _evidence_text(queue_id, a.updates, a.evidence)) for a in attempts
+        )
+        loop = asyncio.get_running_loop()
+        outcome = _Outcome(queue_id, now, prepared, remove_when_done, loop.create_future())
+        self._pending.append(outcome)
+        self._start_committer(loop)
+        # Written to the end even if our caller is cancelled: an attempt that finished is kept.
+        return await asyncio.shield(outcome.future)
+
     def record_attempt(
         self,
         queue_id: str,
@@ -725,53 +981,18 @@ class Spool:
         updates: Sequence[RecipientUpdate],
         evidence: Mapping[str, Any] | None = None,
     ) -> QueueEntry | None:
-        """Write one attempt's outcomes (and its evidence) in one transaction.
+        """Write one attempt's outcomes (and its evidence) in one transaction of its own.
 
         Returns the updated entry, or None if the message is gone (deleted
         by the queue CLI meanwhile).  A recipient already final is left as
-        it is: a final outcome is never undone.
+        it is: a final outcome is never undone.  (The engine uses `record`.)
         """
-        for update in updates:
-            if update.status is RecipientStatus.DEFERRED and update.next_attempt is None:
-                raise ValueError(f"{queue_id}: deferred {update.address} needs a next_attempt")
-        evidence_text = json.dumps(dict(evidence)) if evidence is not None else None
+        evidence_text = _evidence_text(queue_id, updates, evidence)
 
         def apply(db: sqlite3.Connection) -> bool:
             if db.execute("SELECT 1 FROM message WHERE id = ?", (queue_id,)).fetchone() is None:
                 return False
-            for u in updates:
-                next_attempt = None if u.status.final else u.next_attempt
-                db.execute(
-                    "UPDATE recipient SET status = ?, reason = ?, attempts = attempts + ?,"
-                    " next_attempt = coalesce(?, next_attempt), last_attempt = ?,"
-                    " dsn_status = ?, remote_mta = ?, diagnostic = ?"
-                    " WHERE message_id = ? AND address = ? AND status IN (?, ?)",
-                    (
-                        u.status.value,
-                        u.reason,
-                        int(u.counts_as_attempt),
-                        next_attempt,
-                        now if u.counts_as_attempt else None,
-                        u.dsn_status,
-                        u.remote_mta,
-                        u.diagnostic,
-                        queue_id,
-                        u.address,
-                        *_PENDING,
-                    ),
-                )
-                if u.status.final:
-                    db.execute(
-                        "UPDATE recipient SET next_attempt = NULL"
-                        " WHERE message_id = ? AND address = ?",
-                        (queue_id, u.address),
-                    )
-            if evidence_text is not None:
-                db.execute(
-                    "INSERT INTO attempt (message_id, seq, at, evidence) VALUES (?,"
-                    " (SELECT coalesce(max(seq), 0) + 1 FROM attempt WHERE message_id = ?), ?, ?)",
-                    (queue_id, queue_id, now, evidence_text),
-                )
+            _apply_updates(db, queue_id, now, updates, evidence_text)
             _refresh_next_attempt(db, queue_id)
             return True
 
@@ -986,10 +1207,10 @@ class Spool:
 # ---------------------------------------------------------------- helpers
 
 
-def _fail(batch: Sequence[_NewMessage], error: SpoolError) -> None:
-    for message in batch:
-        if not message.future.done():
-            message.future.set_exception(error)
+def _fail(batch: Sequence[_NewMessage | _Outcome], error: SpoolError) -> None:
+    for item in batch:
+        if not item.future.done():
+            item.future.set_exception(error)
 
 
 def _entries(message_rows: list[Any], recipient_rows: list[Any]) -> list[QueueEntry]:
@@ -1030,6 +1251,106 @@ def _recipient_from_row(row: Sequence[Any]) -> RecipientState:
         remote_mta=mta,
         diagnostic=diag,
     )
+
+
+def _recipient_rows(db: sqlite3.Connection, ids: Sequence[str]) -> list[Any]:
+    if not ids:
+        return []
+    return db.execute(
+        f"SELECT * FROM recipient WHERE message_id IN ({','.join('?' * len(ids))})"
+        " ORDER BY message_id, position",
+        ids,
+    ).fetchall()
+
+
+def _load_entries(db: sqlite3.Connection, ids: Sequence[str]) -> list[QueueEntry]:
+    """The entries with these ids, in this order (IN lists of at most IN_LIST_LIMIT ids)."""
+    messages: list[Any] = []
+    recipients: list[Any] = []
+    for start in range(0, len(ids), IN_LIST_LIMIT):
+        chunk = ids[start : start + IN_LIST_LIMIT]
+        messages += db.execute(
+            f"SELECT * FROM message WHERE id IN ({','.join('?' * len(chunk))})", chunk
+        ).fetchall()
+        recipients += _recipient_rows(db, chunk)
+    order = {queue_id: n for n, queue_id in enumerate(ids)}
+    messages.sort(key=lambda row: order[row[0]])
+    return _entries(messages, recipients)
+
+
+def _evidence_text(
+    queue_id: str, updates: Sequence[RecipientUpdate], evidence: Mapping[str, Any] | None
+) -> str | None:
+    """Check the updates (bad input from the caller is a ValueError) and serialize the evidence."""
+    for update in updates:
+        if update.status is RecipientStatus.DEFERRED and update.next_attempt is None:
+            raise ValueError(f"{queue_id}: deferred {update.address} needs a next_attempt")
+    return json.dumps(dict(evidence)) if evidence is not None else None
+
+
+def _apply_updates(
+    db: sqlite3.Connection,
+    queue_id: str,
+    now: float,
+    updates: Sequence[RecipientUpdate],
+    evidence_text: str | None,
+) -> None:
+    """One attempt's recipient updates and evidence row; final recipients stay as they are."""
+    db.executemany(
+        "UPDATE recipient SET status = ?, reason = ?, attempts = attempts + ?,"
+        " next_attempt = CASE WHEN ? THEN NULL ELSE coalesce(?, next_attempt) END,"
+        " last_attempt = ?, dsn_status = ?, remote_mta = ?, diagnostic = ?"
+        " WHERE message_id = ? AND address = ? AND status IN (?, ?)",
+        [
+            (
+                u.status.value,
+                u.reason,
+                int(u.counts_as_attempt),
+                int(u.status.final),
+                u.next_attempt,
+                now if u.counts_as_attempt else None,
+                u.dsn_status,
+                u.remote_mta,
+                u.diagnostic,
+                queue_id,
+                u.address,
+                *_PENDING,
+            )
+            for u in updates
+        ],
+    )
+    if evidence_text is not None:
+        db.execute(
+            "INSERT INTO attempt (message_id, seq, at, evidence) VALUES (?,"
+            " (SELECT coalesce(max(seq), 0) + 1 FROM attempt WHERE message_id = ?), ?, ?)",
+            (queue_id, queue_id, now, evidence_text),
+        )
+
+
+def _apply_outcome(db: sqlite3.Connection, outcome: _Outcome) -> Recorded:
+    """Inside the committer's transaction: one message's outcomes, or its removal."""
+    queue_id = outcome.queue_id
+    if db.execute("SELECT 1 FROM message WHERE id = ?", (queue_id,)).fetchone() is None:
+        return Recorded(found=False)
+    if outcome.remove_when_done:
+        pending = {
+            address
+            for (address,) in db.execute(
+                "SELECT address FROM recipient WHERE message_id = ? AND status IN (?, ?)",
+                (queue_id, *_PENDING),
+            )
+        }
+        finals = {u.address for updates, _ in outcome.attempts for u in updates if u.status.final}
+        if pending <= finals:  # every recipient final: the rows would only be deleted again
+            db.execute("DELETE FROM message WHERE id = ?", (queue_id,))
+            return Recorded(found=True, removed=True)
+    for updates, evidence_text in outcome.attempts:
+        _apply_updates(db, queue_id, outcome.now, updates, evidence_text)
+    _refresh_next_attempt(db, queue_id)
+    (next_attempt,) = db.execute(
+        "SELECT next_attempt FROM message WHERE id = ?", (queue_id,)
+    ).fetchone()
+    return Recorded(found=True, next_attempt=next_attempt)
 
 
 def _refresh_next_attempt(db: sqlite3.Connection, queue_id: str) -> None:
