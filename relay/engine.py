@@ -27,10 +27,23 @@ Rules and where they come from:
   a bounce — the fault is ours, not the destination's (`NotAttempted`).
 
 The clock (`Clock.now()`) and the retry jitter are injected, so tests jump
-time instead of sleeping.  The engine sleeps until the earliest due time,
-a `wake()` (the listener calls it after each accepted message), or at most
-`poll_interval` seconds (so that `dane-relay queue flush` from another
-process takes effect promptly without any signal).
+time instead of sleeping.
+
+Scheduling costs nothing per message in flight.  While `run()` goes, the
+spool hands every message this process queues (accepted mail, notices) to
+the engine right after its commit (`Spool.subscribe_new`), and the engine
+starts it without reading the queue.  The queue is scanned
+(`Spool.scan_due`, which skips the ids in flight without reading their
+recipients) only at start, at the earliest retry time the engine knows of,
+when a previous scan or a hand-over found no room and enough room is free
+again, and at least every `poll_interval` seconds — so that `dane-relay
+queue flush`, `release` or `requeue` from another process take effect
+within that time without any signal.  `wake()` only turns the loop.
+
+One write per message after its attempts (`Spool.record`): every domain's
+outcomes and evidence, and the removal of the entry when every recipient is
+final, in one transaction, group-committed with the other messages'
+outcomes and the new messages waiting (one WAL fsync for all of them).
 
 Concurrency: one `asyncio.Task` per message in flight (at most
 `active_limit`); inside it one task per destination domain, each holding
@@ -79,6 +92,7 @@ from relay.schedule import (
 )
 from relay.smtp_session import run_session
 from relay.spool import (
+    AttemptOutcome,
     QueueEntry,
     RecipientState,
     RecipientStatus,
@@ -461,11 +475,19 @@ class Engine:
         self.observers: list[Observer] = list(observers)
         self._global = asyncio.Semaphore(self.settings.concurrency_limit)
         self._gates: dict[str, _Gate] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # messages in flight
+        self._handed: dict[str, QueueEntry] = {}  # handed over by the spool, not started yet
         self._applying: set[asyncio.Future[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
         self._recovered = False
+        # When to scan the spool (module docstring, "Scheduling"):
+        self._scan_asked = False  # at once (start, run_once)
+        self._room_missed = False  # due messages were left out for want of room
+        self._next_due: float | None = None  # the earliest retry time known (clock time)
+        self._scanning = False
+        self._due_noted_in_scan: float | None = None  # retry times learnt while scanning
+        self._last_scan = -float("inf")  # loop time of the last scan
 
     # -- public ---------------------------------------------------------------------------
 
@@ -475,7 +497,11 @@ class Engine:
         return len(self._tasks)
 
     def wake(self) -> None:
-        """Look at the spool now (a message was accepted, or a flush was asked for)."""
+        """Turn the loop now: start what was handed over; scan the spool if a scan is due.
+
+        Mail this process queues needs no wake-up (the spool hands it over), and a
+        change by another process is seen at the next poll (module docstring).
+        """
         self._wake.set()
 
     def reconfigure(
@@ -525,24 +551,30 @@ class Engine:
         )
 
     async def run(self) -> None:
-        """Deliver until `stop()`: dispatch what is due, sleep until more is due or `wake()`."""
+        """Deliver until `stop()`: start what is due or handed over, sleep until more is due,
+        a message is handed over or finishes, or the poll interval is over."""
         if not self._recovered:
             await self.recover()
-        while not self._stopping:
-            self._wake.clear()
-            try:
-                await self._dispatch()
-                timeout = await self._sleep_time()
-            except SpoolError as error:
-                log.error("cannot read the queue: %s", error)
-                timeout = self.settings.poll_interval
-            if self._stopping:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+        unsubscribe = self.spool.subscribe_new(self._handed_over)
+        self._scan_asked = True
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                try:
+                    await self._dispatch()
+                except SpoolError as error:
+                    log.error("cannot read the queue: %s", error)
+                if self._stopping:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._sleep_time())
+        finally:
+            unsubscribe()
+            self._handed.clear()  # still queued in the spool: due at the next start
 
     async def run_once(self) -> int:
         """Start every message due now and wait until they are all done; the number started."""
+        self._scan_asked = True
         started = await self._dispatch()
         await self.idle()
         return started
@@ -577,36 +609,117 @@ class Engine:
 
     # -- scheduling ---------------------------------------------------------------------------
 
+    def _room(self) -> int:
+        return self.settings.active_limit - len(self._tasks) - len(self._handed)
+
+    def _handed_over(self, entry: QueueEntry) -> None:
+        """The spool committed a new message (`Spool.subscribe_new`): start it without a scan."""
+        if self._stopping or entry.id in self._tasks or entry.id in self._handed:
+            return
+        if self._room() > 0:
+            self._handed[entry.id] = entry
+        else:
+            self._room_missed = True  # it stays in the spool; a scan takes it when room is free
+        self.wake()
+
+    def _note_due(self, when: float | None) -> None:
+        """A message in flight is due again at `when` (a deferral): scan then."""
+        if when is None:
+            return
+        self._next_due = when if self._next_due is None else min(self._next_due, when)
+        if self._scanning:
+            noted = self._due_noted_in_scan
+            self._due_noted_in_scan = when if noted is None else min(noted, when)
+
+    def _scan_due(self) -> bool:
+        """Whether to scan the spool now (module docstring); never without room."""
+        room = self._room()
+        if room <= 0 or self._stopping:
+            return False
+        loop = asyncio.get_running_loop()
+        return (
+            self._scan_asked
+            or (self._room_missed and room >= self._refill_room())
+            or (self._next_due is not None and self._next_due <= self.clock.now())
+            or loop.time() - self._last_scan >= self.settings.poll_interval
+        )
+
+    def _refill_room(self) -> int:
+        """After a scan found more than room: rescan once this much room is free again (or at
+        the poll), so that a full engine does not scan for every message that finishes."""
+        return max(1, self.settings.active_limit // 8)
+
     async def _dispatch(self) -> int:
         if self._stopping:
             return 0
-        room = self.settings.active_limit - len(self._tasks)
-        if room <= 0:
-            return 0
-        now = self.clock.now()
-        entries = await asyncio.to_thread(self.spool.due, now, limit=len(self._tasks) + room)
         started = 0
-        for entry in entries:
-            if entry.id in self._tasks or started >= room:
-                continue
-            task = asyncio.create_task(self._process(entry), name=f"deliver {entry.id}")
-            self._tasks[entry.id] = task
-            task.add_done_callback(functools.partial(self._finished, entry.id))
-            started += 1
+        while self._handed and len(self._tasks) < self.settings.active_limit:
+            queue_id = next(iter(self._handed))
+            started += self._start(self._handed.pop(queue_id))
+        if self._scan_due():
+            started += await self._scan()
         return started
+
+    async def _scan(self) -> int:
+        """Read the due messages not in flight from the spool and start them.
+
+        Only this loop starts messages, so none starts (nor finishes after starting)
+        while the scan reads: what it returns is never an older copy of a message
+        that was attempted meanwhile.  One handed over meanwhile is started from
+        the hand-over.
+        """
+        self._scan_asked = self._room_missed = False
+        self._last_scan = asyncio.get_running_loop().time()
+        room = self._room()
+        busy = frozenset(self._tasks) | frozenset(self._handed)
+        self._scanning, self._due_noted_in_scan = True, None
+        try:
+            found = await asyncio.to_thread(
+                self.spool.scan_due, self.clock.now(), limit=room, exclude=busy
+            )
+        except SpoolError:
+            self._next_due = None  # learnt again at the next scan (poll_interval)
+            raise
+        finally:
+            self._scanning = False
+        # Retry times of attempts that finished while the scan read may be newer than it.
+        self._next_due = found.next_due
+        self._note_due(self._due_noted_in_scan)
+        self._room_missed = found.more
+        started = 0
+        for entry in found.entries:
+            if entry.id in self._tasks or entry.id in self._handed:
+                continue
+            if len(self._tasks) >= self.settings.active_limit:
+                self._room_missed = True
+                break
+            started += self._start(entry)
+        return started
+
+    def _start(self, entry: QueueEntry) -> int:
+        if entry.id in self._tasks:
+            return 0
+        task = asyncio.create_task(self._process(entry), name=f"deliver {entry.id}")
+        self._tasks[entry.id] = task
+        task.add_done_callback(functools.partial(self._finished, entry.id))
+        return 1
 
     def _finished(self, queue_id: str, _: object) -> None:
         self._tasks.pop(queue_id, None)
         self.wake()
 
-    async def _sleep_time(self) -> float:
-        """Until the earliest due time, at most poll_interval (in-flight messages look due)."""
-        next_due = await asyncio.to_thread(self.spool.next_due_time)
+    def _sleep_time(self) -> float:
+        """Until a scan is due (module docstring); a hand-over or a finished message wakes
+        the loop earlier."""
         poll = self.settings.poll_interval
-        if next_due is None:
-            return poll
-        wait = next_due - self.clock.now()
-        return poll if wait <= 0 else min(wait, poll)
+        if self._room() <= 0:
+            return poll  # a finishing message wakes us
+        if self._scan_due():
+            return 0.0
+        wait = self._last_scan + poll - asyncio.get_running_loop().time()
+        if self._next_due is not None:
+            wait = min(wait, self._next_due - self.clock.now())
+        return min(poll, max(0.0, wait))
 
     @contextlib.asynccontextmanager
     async def _slot(self, domain: str) -> Any:
@@ -630,6 +743,7 @@ class Engine:
         now = self.clock.now()
         groups = group_by_domain(entry.recipients, now)
         if not groups:
+            self._note_due(entry.next_attempt)
             return
         gone = False
         try:
@@ -656,7 +770,7 @@ class Engine:
         self, entry: QueueEntry, domain: str, recipients: tuple[str, ...]
     ) -> _DomainAttempt:
         async with self._slot(domain):
-            content = await asyncio.to_thread(self.spool.read_content, entry.id)
+            content = await asyncio.to_thread(self.spool.read_content, entry.id, known=entry)
             if content is None:
                 raise _Gone()
             if isinstance(content, SetAside):
@@ -744,28 +858,32 @@ class Engine:
             ]
             await self._send_notice(entry, NoticeKind.FAILED, failed, now, summary)
 
-        updated: QueueEntry | None = None
+        # One write for the whole message: the outcomes of every domain, and the removal when
+        # every recipient is final (a failure notice, if any, is already stored above).
+        recorded = await self.spool.record(
+            entry.id,
+            [
+                AttemptOutcome(
+                    tuple(d.update for d in decisions),
+                    {
+                        "domain": attempt.domain,
+                        **attempt.report.evidence_dict(),
+                        "results": to_plain(list(results)),
+                    },
+                )
+                for attempt, decisions, results in per_attempt
+            ],
+            now=now,
+            remove_when_done=True,
+        )
+        if not recorded.found:
+            log.info("%s: removed while being delivered; outcome not recorded", entry.id)
+            return
         for attempt, decisions, results in per_attempt:
-            evidence = {
-                "domain": attempt.domain,
-                **attempt.report.evidence_dict(),
-                "results": to_plain(list(results)),
-            }
-            updated = await asyncio.to_thread(
-                self.spool.record_attempt,
-                entry.id,
-                now=now,
-                updates=[d.update for d in decisions],
-                evidence=evidence,
-            )
-            if updated is None:
-                log.info("%s: removed while being delivered; outcome not recorded", entry.id)
-                return
             self._tell(entry, attempt, decisions, results, now)
-
-        if updated is not None and updated.pending:
-            await self._maybe_warn(updated, every, now)
-        await asyncio.to_thread(self.spool.remove_if_done, entry.id)
+        if not recorded.removed:
+            self._note_due(recorded.next_attempt)
+            await self._maybe_warn(entry, every, now)
 
     async def _maybe_warn(
         self, entry: QueueEntry, decisions: Sequence[Decision], now: float
@@ -826,8 +944,7 @@ class Engine:
             if kind is NoticeKind.FAILED
             else ("sender delay notification")
         )
-        log.info("%s: %s: %s", entry.id, word, notice_id)
-        self.wake()
+        log.info("%s: %s: %s", entry.id, word, notice_id)  # the spool hands it over to us
 
     def _tell(
         self,
