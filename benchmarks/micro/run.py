@@ -18,9 +18,15 @@ One responsibility: time one operation at a time, in-process, outside the test r
 - ``accept``: the acceptance path (benchmarks/micro/accept.py): a Listener and a Spool in this
   process, 2000 (``--quick``: 400) 1 KiB messages injected over 20 plain SMTP connections by
   another process; per message the wall time and this process's CPU (and its event loop's).
+- ``engine-backlog`` / ``engine-stream``: the queue traffic of relay.engine + relay.spool
+  (benchmarks/micro/engine_queue.py): 2000 (``--quick``: 400) messages put by 20 submitters
+  and delivered by an in-process Engine whose deliverer answers "delivered" at once — queued
+  first, then delivered (``backlog``), or delivered while they are put (``stream``); per
+  message the wall time and this process's CPU.
 
 Each benchmark is calibrated to at least ``--min-time`` seconds per repeat; the median and best
-of ``--repeats`` are reported per operation (``accept``: ``--repeats`` whole runs).
+of ``--repeats`` are reported per operation (``accept``, ``engine-*``: ``--repeats`` whole
+runs).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import dns.name
 import dns.rrset
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from benchmarks.micro import engine_queue
 from benchmarks.micro.accept import accept_run, quiet_relay_log
 from relay.policy import PolicyLevel, plan_connection
 from relay.spool import Spool
@@ -261,6 +268,23 @@ def accept_bench(folder: Path, messages: int, repeats: int) -> dict[str, float]:
     }
 
 
+# -- engine queue traffic: spool + engine in-process ------------------------------------------
+
+
+def engine_bench(folder: Path, mode: str, messages: int, repeats: int) -> dict[str, float]:
+    """Median and best wall time per delivered message, and median CPU per message, of
+    `repeats` runs of `messages` each (benchmarks/micro/engine_queue.py)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    runs = [engine_queue.measure(messages, mode, folder) for _ in range(repeats)]
+    wall = [1e6 * run.wall_seconds / run.messages for run in runs]
+    return {
+        "median_us": round(statistics.median(wall), 2),
+        "best_us": round(min(wall), 2),
+        "loops": messages * repeats,
+        "cpu_us": round(statistics.median(1e6 * r.cpu_seconds / r.messages for r in runs), 2),
+    }
+
+
 # -- main ----------------------------------------------------------------------------------
 
 NAMES = (
@@ -271,6 +295,8 @@ NAMES = (
     "spool-put",
     "spool-put-x20",
     "accept",
+    "engine-backlog",
+    "engine-stream",
 )
 
 
@@ -312,6 +338,17 @@ def main(argv: list[str] | None = None) -> int:
                     f"{name:16} {timing['median_us']:>10.1f} µs/msg "
                     f"(best {timing['best_us']:.1f}), CPU {timing['cpu_us']:.1f} µs/msg "
                     f"(event loop {timing['loop_cpu_us']:.1f})"
+                )
+                continue
+            elif name.startswith("engine-"):
+                messages = 400 if args.quick else 2000
+                mode = name.removeprefix("engine-")
+                results[name] = timing = engine_bench(
+                    Path(tmp) / name, mode, messages, args.repeats
+                )
+                print(
+                    f"{name:16} {timing['median_us']:>10.1f} µs/msg "
+                    f"(best {timing['best_us']:.1f}), CPU {timing['cpu_us']:.1f} µs/msg"
                 )
                 continue
             else:
