@@ -740,6 +740,8 @@ class Spool:
         try:
             if removed:
                 await self._in_commit_thread(self._discard_removed, removed)
+        except SpoolError:  # closed meanwhile: orphan files now, removed by the recovery scan
+            pass
         finally:
             for outcome in outcomes:
                 if not outcome.future.done() and outcome.result is not None:

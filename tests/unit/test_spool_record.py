@@ -436,3 +436,25 @@ async def test_a_put_finishing_after_close_fails_cleanly(tmp_path: Path) -> None
     spool.close()
     with pytest.raises(SpoolError, match="closed"):
         await writing
+
+
+async def test_closing_between_a_removal_and_its_unlink_leaves_an_orphan(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    queue_id = await put(spool)
+    original = Spool._commit_batch
+
+    def commit_then_close(self: Spool, batch: list[object]) -> None:
+        original(self, batch)  # type: ignore[arg-type]
+        self._commit_thread.shutdown(wait=False)  # what close() does first
+
+    spool._commit_batch = commit_then_close.__get__(spool)  # type: ignore[method-assign]
+    recorded = await spool.record(
+        queue_id, [AttemptOutcome((delivered("b@example.net"),))], now=T0, remove_when_done=True
+    )
+    assert recorded.removed  # committed; the content could not be unlinked any more
+    assert spool._committer is not None
+    await spool._committer  # ended without an exception
+    spool.close()
+    assert spool.content_path(queue_id).exists()
+    with Spool(tmp_path / "spool") as restarted:
+        assert restarted.recover().orphans_removed == 1
