@@ -53,8 +53,9 @@ class CountingSpool(Spool):
         return super().next_due_time()
 
     async def record(self, queue_id: str, attempts: Any, **kwargs: Any) -> Any:
-        self.calls["record"] += 1
-        return await super().record(queue_id, attempts, **kwargs)
+        recorded = await super().record(queue_id, attempts, **kwargs)
+        self.calls["record"] += 1  # counted once committed: tests wait for durable outcomes
+        return recorded
 
     def record_attempt(self, queue_id: str, **kwargs: Any) -> Any:
         self.calls["record_attempt"] += 1
