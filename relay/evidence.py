@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,10 +53,34 @@ __all__ = [
 ]
 
 
-def to_plain(value: Any) -> Any:
-    """A dataclass tree as JSON values: dicts in field order, lists, strings, numbers, null."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+_SCALARS = (str, int, float, bool, type(None))
+_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}  # type -> its dataclass fields, or None
+
+
+def _field_names(kind: type) -> tuple[str, ...] | None:
+    """The field names of a dataclass type, in order; None for other types (once per type)."""
+    try:
+        return _FIELD_NAMES[kind]
+    except KeyError:
+        names = None
+        if dataclasses.is_dataclass(kind):
+            names = tuple(f.name for f in dataclasses.fields(kind))
+        _FIELD_NAMES[kind] = names
+        return names
+
+
+def to_plain(value: Any, *, omit: frozenset[str] = frozenset()) -> Any:
+    """A dataclass tree as JSON values: dicts in field order, lists, strings, numbers, null.
+
+    `omit` leaves out top-level fields.  Called for every attempt (the spool's
+    record and the log read it), so the field names are looked up once per type.
+    """
+    if isinstance(value, _SCALARS) and not isinstance(value, enum.Enum):
+        return value
+    kind = type(value)
+    names = _field_names(kind)
+    if names is not None:
+        return {name: to_plain(getattr(value, name)) for name in names if name not in omit}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, tuple | list):
@@ -377,9 +402,16 @@ class DomainAttempt:
     results: tuple[RecipientResult, ...]
 
     def evidence_dict(self) -> dict[str, Any]:
-        """Everything but the per-recipient results: what the attempt saw and did."""
-        plain = self.to_dict()
-        del plain["results"]
+        """Everything but the per-recipient results: what the attempt saw and did.
+
+        Built once per attempt (the spool, the log and the DSN all read it); each
+        call returns a new top-level dict over the same, never-modified, values.
+        """
+        return dict(self._evidence)
+
+    @functools.cached_property
+    def _evidence(self) -> dict[str, Any]:
+        plain: dict[str, Any] = to_plain(self, omit=frozenset({"results"}))
         return plain
 
     def to_dict(self) -> dict[str, Any]:
