@@ -860,6 +860,10 @@ class Engine:
 
         # One write for the whole message: the outcomes of every domain, and the removal when
         # every recipient is final (a failure notice, if any, is already stored above).
+        # The evidence is kept for `queue show` only while the message stays queued: a
+        # message this write removes would take it along, so it is not even built.
+        decided = {d.update.address: d.update.status for d in every}
+        stays = not all(decided.get(s.address, s.status).final for s in entry.recipients)
         recorded = await self.spool.record(
             entry.id,
             [
@@ -869,7 +873,9 @@ class Engine:
                         "domain": attempt.domain,
                         **attempt.report.evidence_dict(),
                         "results": to_plain(list(results)),
-                    },
+                    }
+                    if stays
+                    else None,
                 )
                 for attempt, decisions, results in per_attempt
             ],
