@@ -327,5 +327,10 @@ def configure(format: str = "text", level: str = "info", stream: IO[str] | None 
         root.addHandler(handler)
     handler.setFormatter(JSONFormatter() if format == "json" else TextFormatter())
     root.setLevel(_LEVELS[level])
+    # Logging HOWTO, "Optimization": our formats show no source location, thread or
+    # multiprocessing name, so the logging module need not look them up for every line.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     # aiosmtpd logs every command at INFO on "mail.log": our listener logs what matters.
     logging.getLogger("mail.log").setLevel(max(logging.WARNING, _LEVELS[level]))
