@@ -19,6 +19,7 @@ RFCs: 1035 §4.1 (message format), 6891 §6 (EDNS0 OPT), 8914 (extended errors),
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from dataclasses import dataclass
@@ -140,12 +141,15 @@ class Reply:
 # -- names and types -----------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical_name(name: str) -> str:
     """`name` as an absolute lower-case presentation string.
 
     A name without a trailing dot is taken as absolute: no search list, no
     default domain (RFC 7672 §2.1.3 via RFC 5321 §5.1 "MUST NOT make such
     inferences").  Raises ValueError for text that is not a domain name.
+    Every lookup asks this, mostly for the same few names: the results are
+    kept (a pure function of the text; errors are not kept).
     """
     try:
         return dns.name.from_text(name, origin=dns.name.root).canonicalize().to_text()
@@ -153,6 +157,7 @@ def canonical_name(name: str) -> str:
         raise ValueError(f"{name!r} is not a valid domain name: {exc}") from None
 
 
+@functools.lru_cache(maxsize=256)
 def rdtype_code(rdtype: str) -> int:
     """The numeric type for a mnemonic (`"TLSA"`, `"TYPE52"`); ValueError for meta-types."""
     try:
