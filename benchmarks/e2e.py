@@ -151,6 +151,7 @@ def _start_py_spy(pid: int, output: Path) -> subprocess.Popen[bytes]:
             "raw",
             "--rate",
             "200",
+            "--gil",  # only the thread holding the GIL: where the interpreter's time goes
             "-o",
             str(output),
         ],
