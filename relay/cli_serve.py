@@ -61,6 +61,7 @@ import fcntl
 import logging
 import os
 import signal
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,9 +248,23 @@ def run(args: argparse.Namespace) -> int:
     spool_path = config.spool.path.absolute()
     lock = SpoolLock.acquire(spool_path)
     try:
-        return asyncio.run(_serve(config, config_file, dns, spool_path))
+        return run_loop(_serve(config, config_file, dns, spool_path))
     finally:
         lock.release()
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run `serve` on uvloop when it is installed (measured faster: pyproject.toml),
+    else on the standard library's loop; DANE_RELAY_EVENT_LOOP=asyncio forces the latter."""
+    if os.environ.get("DANE_RELAY_EVENT_LOOP", "") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            log.debug("event loop: uvloop")
+            return uvloop.run(main)
+    return asyncio.run(main)
 
 
 async def _serve(config: Config, config_file: Path | None, dns: DNSSetup, spool_path: Path) -> int:
