@@ -28,6 +28,7 @@ import base64
 import contextlib
 import enum
 import fcntl
+import functools
 import hashlib
 import hmac
 import logging
@@ -156,14 +157,17 @@ def hash_password(
     return ScryptHash(log2_n, DEFAULT_R, DEFAULT_P, salt, params.derive(password))
 
 
-# Checked when the name is unknown, so that a wrong name costs as long as a wrong password.
-_DECOY = hash_password(b"decoy", salt=b"\0" * SALT_OCTETS)
+@functools.cache
+def _decoy() -> ScryptHash:
+    """Checked when the name is unknown, so that a wrong name costs as long as a wrong
+    password.  Made on first use, not at import (one scrypt: every CLI command paid it)."""
+    return hash_password(b"decoy", salt=b"\0" * SALT_OCTETS)
 
 
 def verify_password(stored: ScryptHash | None, password: bytes) -> bool:
     """Constant-time check; `None` (no such user) still spends the time of one scrypt."""
     if stored is None:
-        _DECOY.matches(password)
+        _decoy().matches(password)
         return False
     return stored.matches(password)
 
@@ -304,6 +308,7 @@ class UserStore:
         self._users: dict[str, ScryptHash] | None = None
         self._problem: str | None = None
         self.reload()
+        _decoy()  # made now, so the first unknown name costs no more than a wrong password
 
     def reload(self) -> None:
         """Read the file now; UsersFileError if it is missing or damaged."""
