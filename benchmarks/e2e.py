@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -429,13 +430,19 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [asdict(r) for r in runs],
         "profile": profile,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"e2e-{started.replace(':', '')}-n{args.messages}"
-    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    text = markdown(report)
-    (args.out / f"{stem}.md").write_text(text)
-    print(text)
+    write_results(args.out, f"e2e-{started.replace(':', '')}-n{args.messages}", report, markdown)
     return 0
+
+
+def write_results(
+    out: Path, stem: str, report: dict[str, Any], render: Callable[[dict[str, Any]], str]
+) -> None:
+    """`<stem>.json` and `<stem>.md` (the rendering, also printed) in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = render(report)
+    (out / f"{stem}.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

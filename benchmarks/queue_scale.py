@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import os
 import re
 import shutil
@@ -58,7 +57,7 @@ import dns.rcode
 import dns.rdatatype
 
 from benchmarks import procstat
-from benchmarks.e2e import RESULTS, machine, top_frames
+from benchmarks.e2e import RESULTS, machine, top_frames, write_results
 from benchmarks.senders import PROJECT, free_port, relay_config, wait_for_banner
 from relay.spool import Spool
 from tests.unit.fakedns import FakeDNS, reply, soa
@@ -696,12 +695,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": described,
         "report": report,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"queue-scale-{started.replace(':', '')}"
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = markdown(result)
-    (args.out / f"{stem}.md").write_text(text)
-    print(text)
+    write_results(args.out, f"queue-scale-{started.replace(':', '')}", result, markdown)
     return 0
 
 

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from relay.delivery import DeliverySettings, deliver, starttls_mode, utf8_required
+from relay.delivery import (
+    DeliverySettings,
+    SessionRunner,
+    deliver,
+    starttls_mode,
+    utf8_required,
+)
 from relay.evidence import DomainAttempt, RecipientStatus
 from relay.policy import PolicyLevel, plan_connection
 from relay.smtp_evidence import (
@@ -195,10 +201,11 @@ def settings(level: PolicyLevel = PolicyLevel.DANE, **kwargs: object) -> Deliver
 
 async def attempt(
     resolver: FakeResolver,
-    runner: FakeRunner,
+    runner: SessionRunner,
     recipients: Sequence[str] = ("rcpt@example.test",),
     *,
     config: DeliverySettings | None = None,
+    smtputf8: bool = False,
 ) -> DomainAttempt:
     return await deliver(
         "example.test",
@@ -210,6 +217,7 @@ async def attempt(
         now=NOW,
         shuffle=keep_order,
         session_runner=runner,
+        smtputf8=smtputf8,
     )
 
 
@@ -589,18 +597,7 @@ async def test_smtputf8_messages_ask_the_session_for_smtputf8(
 ) -> None:
     resolver = signed_domain(("mx1", "192.0.2.1", tlsa("mx1.example.test.", SEC, EE)))
     runner = FakeRunner({"192.0.2.1": FakeServer(chain=(LEAF.der,))})
-    await deliver(
-        "example.test",
-        "sender@example.org",
-        [f"{recipient}@example.test"],
-        MESSAGE,
-        settings=settings(),
-        lookups=Lookups(resolver),
-        now=NOW,
-        shuffle=keep_order,
-        session_runner=runner,
-        smtputf8=True,
-    )
+    await attempt(resolver, runner, [f"{recipient}@example.test"], smtputf8=True)
     (request,) = runner.requests
     assert request.smtputf8_requested
     assert request.needs_smtputf8 is required  # RFC 6531 §3.4
@@ -613,17 +610,7 @@ async def test_a_reused_connection_is_reported_per_recipient() -> None:
     async def reused(request: SessionRequest) -> SessionResult:
         return replace(await fake(request), connection_use=3)
 
-    result = await deliver(
-        "example.test",
-        "sender@example.org",
-        ["rcpt@example.test"],
-        MESSAGE,
-        settings=settings(),
-        lookups=Lookups(resolver),
-        now=NOW,
-        shuffle=keep_order,
-        session_runner=reused,
-    )
+    result = await attempt(resolver, reused)
     (rcpt,) = result.results
     assert rcpt.connection_use == 3
     assert result.hosts[0].routes[0].connections[0].connection_use == 3

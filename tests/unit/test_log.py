@@ -107,7 +107,7 @@ async def test_a_reused_connection_says_so_as_postfix_does() -> None:
     async def reused(request: SessionRequest) -> SessionResult:
         return dataclasses.replace(await fake(request), connection_use=2)
 
-    done = await attempt(resolver, reused)  # type: ignore[arg-type]
+    done = await attempt(resolver, reused)
     lines = attempt_lines(QID, evidence(done))
     assert texts(lines, "info")[0] == (
         f"{QID}: Verified TLS connection reused (conn_use=2) to {PEER}: TLSv1.3 "
