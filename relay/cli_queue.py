@@ -1,7 +1,7 @@
 """`dane-relay queue`: look at and act on the spool, also while `dane-relay serve` runs.
 
     dane-relay queue list    [--json]              (mailq)
-    dane-relay queue show    ID [--json]           (postcat -q, with every attempt's evidence)
+    dane-relay queue show    ID [--json]           (postcat -q, with the attempts' evidence)
     dane-relay queue flush   [ID | --domain D]     (postqueue -f / -i / -s)
     dane-relay queue hold    ID                    (postsuper -h)
     dane-relay queue release ID                    (postsuper -H)
@@ -52,6 +52,8 @@ from typing import Any, TextIO
 from relay.config import Config, domain_name_problem
 from relay.errors import UsageError
 from relay.spool import (
+    KEPT_ATTEMPTS,
+    Attempt,
     QueuedMessage,
     QueueEntry,
     RecipientState,
@@ -129,7 +131,8 @@ def register(commands: Any) -> None:
     )
     show = action(
         "show",
-        "one message: envelope, headers, per-recipient state and every attempt's evidence",
+        "one message: envelope, headers, per-recipient state and the attempts' evidence "
+        "(the first and the most recent)",
         run_show,
         with_id=True,
     )
@@ -491,14 +494,19 @@ def show_json(loaded: QueuedMessage, headers: bytes | None, now: float) -> dict[
             "body_8bit": entry.body_8bit,
             "sha256": entry.sha256,
             "headers": headers.decode("utf-8", errors="replace") if headers is not None else None,
-            "attempts": [{"at": a.at, "evidence": dict(a.evidence)} for a in loaded.attempts],
+            "attempts_omitted": loaded.omitted,
+            "attempts": [
+                {"number": number, "at": a.at, "evidence": dict(a.evidence)}
+                for number, a in _numbered(loaded)
+            ],
         }
     )
     return result
 
 
 def show_text(loaded: QueuedMessage, headers: bytes | None, now: float) -> str:
-    """`queue show`: envelope, state, headers, then every attempt's evidence, readably."""
+    """`queue show`: envelope, state, headers, then the evidence of the attempts kept (the
+    first and the KEPT_ATTEMPTS most recent, relay/spool.py), saying how many were left out."""
     entry = loaded.entry
     flags = [
         name
@@ -545,11 +553,30 @@ def show_text(loaded: QueuedMessage, headers: bytes | None, now: float) -> str:
     else:
         text = headers.decode("utf-8", errors="replace")
         lines += [f"  {printable(line)}" for line in text.splitlines() if line]
-    lines += ["", f"Attempts: {len(loaded.attempts)}"]
-    for number, attempt in enumerate(loaded.attempts, 1):
+    total = len(loaded.attempts) + loaded.omitted
+    heading = f"Attempts: {total}"
+    if loaded.omitted:
+        heading += (
+            f" ({loaded.omitted} left out: the spool keeps the first and the "
+            f"{KEPT_ATTEMPTS} most recent; the log has every one)"
+        )
+    lines += ["", heading]
+    previous = 0
+    for number, attempt in _numbered(loaded):
+        if number > previous + 1:
+            gap = number - previous - 1
+            lines.append(
+                f"  ... {_plural(gap, 'attempt')} left out (#{previous + 1}-#{number - 1})"
+            )
+        previous = number
         lines.append(f"  #{number} at {_utc(attempt.at)}")
         lines += [f"    {line}" for line in evidence_lines(attempt.evidence)]
     return "\n".join(lines)
+
+
+def _numbered(loaded: QueuedMessage) -> list[tuple[int, Attempt]]:
+    """Each attempt kept with its number (1 = the first; pruned ones leave a gap)."""
+    return [(a.number or n, a) for n, a in enumerate(loaded.attempts, 1)]
 
 
 def evidence_lines(evidence: Mapping[str, Any]) -> list[str]:

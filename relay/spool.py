@@ -12,7 +12,8 @@ Layout (one folder, nothing to install)::
 
     spool/
       queue.db         SQLite in WAL mode, synchronous=FULL: envelopes,
-                       per-recipient state, attempt evidence (the commit record)
+                       per-recipient state (the commit record), attempt evidence
+                       (the first and the KEPT_ATTEMPTS most recent per message)
       messages/<id>    the message content, exactly as received (write-once)
       corrupt/<id>.json, corrupt/<id>.eml
                        entries set aside by the recovery scan, with the reason
@@ -141,6 +142,15 @@ SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
 HEADER_LIMIT = 1 << 20  # `read_headers` reads at most this much
 IN_LIST_LIMIT = 500  # ids per `IN (...)` list when entries are read by id
+LIST_BATCH = 1000  # messages per read transaction of `iter_entries`
+# Attempt evidence kept per message: the first attempt and the KEPT_ATTEMPTS most recent.
+# Each row is ~2.6 KB of JSON and a message deferred for the whole queue lifetime (5 days)
+# is attempted ~108 times: kept whole, 100k such messages would fill ~28 GB and the disk
+# (then every put is refused, 452).  The first attempt says what went wrong from the start,
+# the recent ones what is wrong now (at the longest backoff, ten reach back about 11 hours);
+# the rows between add nothing the log has not got (every attempt is logged), and the
+# recipient rows keep the exact attempt counts and last outcome.  ~29 KB per message at most.
+KEPT_ATTEMPTS = 10
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # ascending in ASCII: ids sort like times
 TIME_CHARS = 9  # 45 bits of milliseconds: until the year 3084
 RANDOM_CHARS = 6  # 30 random bits per millisecond
@@ -220,14 +230,17 @@ class Attempt:
 
     at: float
     evidence: Mapping[str, Any]
+    number: int = 0  # 1 for the message's first attempt; counts the ones pruned too
 
 
 @dataclass(frozen=True)
 class QueuedMessage:
-    """What `load` returns: the entry and every attempt's evidence (`queue show`)."""
+    """What `load` returns: the entry and the attempts' evidence kept (`queue show`): the
+    first and the KEPT_ATTEMPTS most recent; `omitted` were recorded between and pruned."""
 
     entry: QueueEntry
     attempts: tuple[Attempt, ...]
+    omitted: int = 0
 
 
 @dataclass(frozen=True)
@@ -883,9 +896,13 @@ class Spool:
         if entry is None:
             return None
         rows = self._read(
-            "SELECT at, evidence FROM attempt WHERE message_id = ? ORDER BY seq", (queue_id,)
+            "SELECT seq, at, evidence FROM attempt WHERE message_id = ? ORDER BY seq", (queue_id,)
         )
-        return QueuedMessage(entry, tuple(Attempt(at, json.loads(ev)) for at, ev in rows))
+        attempts = tuple(Attempt(at, json.loads(ev), seq) for seq, at, ev in rows)
+        # Numbers are consecutive from 1 and only rows between the first and the recent ones
+        # are pruned (`_prune_attempts`), so the gap is what the last number says is missing.
+        omitted = attempts[-1].number - len(attempts) if attempts else 0
+        return QueuedMessage(entry, attempts, max(0, omitted))
 
     def read_content(
         self, queue_id: str, *, known: QueueEntry | None = None
@@ -1192,7 +1209,10 @@ class Spool:
         note: dict[str, Any] = {"id": queue_id, "reason": reason}
         if loaded is not None:
             note["entry"] = _entry_json(loaded.entry)
-            note["attempts"] = [{"at": a.at, "evidence": a.evidence} for a in loaded.attempts]
+            note["attempts"] = [
+                {"number": a.number, "at": a.at, "evidence": a.evidence} for a in loaded.attempts
+            ]
+            note["attempts_omitted"] = loaded.omitted
         try:
             _write_durably(note_path, json.dumps(note, indent=1).encode())
             with contextlib.suppress(FileNotFoundError):
@@ -1327,6 +1347,20 @@ def _apply_updates(
             " (SELECT coalesce(max(seq), 0) + 1 FROM attempt WHERE message_id = ?), ?, ?)",
             (queue_id, queue_id, now, evidence_text),
         )
+        _prune_attempts(db, queue_id)
+
+
+def _prune_attempts(db: sqlite3.Connection, queue_id: str) -> None:
+    """Keep the first attempt's evidence and the KEPT_ATTEMPTS most recent (why: at the
+    constant), in the transaction that inserted the newest.  Numbers (seq) are never reused:
+    the newest is always kept, so max(seq) + 1 stays the next one and the gap counts the
+    pruned rows (`load`)."""
+    db.execute(
+        "DELETE FROM attempt WHERE message_id = ?1"
+        " AND seq > (SELECT min(seq) FROM attempt WHERE message_id = ?1)"
+        " AND seq <= (SELECT max(seq) FROM attempt WHERE message_id = ?1) - ?2",
+        (queue_id, KEPT_ATTEMPTS),
+    )
 
 
 def _apply_outcome(db: sqlite3.Connection, outcome: _Outcome) -> Recorded:
