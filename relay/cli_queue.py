@@ -21,9 +21,12 @@ release or requeue only changes due times in the spool; no signal is sent:
 the engine of a running `serve` looks at the spool at least once a second
 (relay.engine, `poll_interval`), so it starts the delivery within a second.
 
-`queue list` writes as it goes, so a listing of 100k messages starts at
-once and never exists as one string; a reader that stops early (`| head`)
-ends it quietly.
+`queue list` reads the spool a page of 1000 messages at a time
+(`Spool.iter_entries`) and writes as it goes, so a listing of 100k messages
+starts at once and is never all in memory; a reader that stops early
+(`| head`) ends it quietly.  Taken while `serve` delivers, a page may show
+the queue a moment later than the page before (a message that finished
+meanwhile is not listed); each message is always shown as of one moment.
 
 Exit status: 0 done; 1 no such message (unknown id, or delivered or deleted
 meanwhile), or the spool could not do it (one line on stderr); 2 bad usage
@@ -240,7 +243,7 @@ def _no_such(spool: Spool, queue_id: str) -> _Failed:
 
 def run_list(args: argparse.Namespace) -> int:
     def work(spool: Spool) -> int:
-        entries = spool.list_entries()
+        entries = spool.iter_entries()  # a page at a time (see its docstring)
         now = time.time()
         if args.json:
             lines = list_json_lines(entries, now)

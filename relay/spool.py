@@ -847,6 +847,50 @@ class Spool:
             return self._select_entries("ORDER BY id")
         return self._select_entries("ORDER BY id LIMIT ?", (limit,))
 
+    def iter_entries(self, *, batch: int = LIST_BATCH) -> Iterator[QueueEntry]:
+        """Every queued message in id (arrival) order, read `batch` messages at a time.
+
+        Each page is its own short read transaction (messages by id range, then
+        their recipients by the same range: no IN list), made into entries before
+        the first is yielded, so a slow consumer holds no read transaction and at
+        most one page is in memory.  Each entry comes from one snapshot, never
+        half of a change; but the pages do not share one: while `serve` runs, a
+        page may show the queue a little later than the page before (a message
+        removed meanwhile is not shown, one accepted meanwhile is shown at the
+        end) — right for a listing.  For one snapshot of a few entries use
+        `list_entries(limit=)`.
+        """
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        after = ""  # sorts before every queue id
+        while True:
+            with self._snapshot() as db:
+                messages = db.execute(
+                    "SELECT * FROM message WHERE id > ? ORDER BY id LIMIT ?", (after, batch)
+                ).fetchall()
+                if not messages:
+                    return
+                last = messages[-1][0]
+                recipients = db.execute(
+                    "SELECT * FROM recipient WHERE message_id > ? AND message_id <= ?"
+                    " ORDER BY message_id, position",
+                    (after, last),
+                ).fetchall()
+            yield from _entries(messages, recipients)
+            if len(messages) < batch:
+                return
+            after = last
+
+    def finished_ids(self) -> list[str]:
+        """Ids of the entries whose every recipient is final, in one query (the engine's
+        start-up removes them; normally none: removal shares the last outcome's commit)."""
+        rows = self._read(
+            "SELECT id FROM message WHERE NOT EXISTS (SELECT 1 FROM recipient"
+            " WHERE recipient.message_id = message.id AND status IN (?, ?)) ORDER BY id",
+            _PENDING,
+        )
+        return [queue_id for (queue_id,) in rows]
+
     def count(self) -> int:
         return int(self._read("SELECT count(*) FROM message")[0][0])
 
@@ -1149,12 +1193,13 @@ class Spool:
                 "stop dane-relay and move the spool aside"
             )
         set_aside: list[SetAside] = []
-        entries = self.list_entries()
-        for entry in entries:
+        checked = 0
+        for entry in self.iter_entries(batch=LIST_BATCH):  # never all 100k in memory at once
+            checked += 1
             problem = self._entry_problem(entry, verify_checksums)
             if problem:
                 set_aside.append(self._set_aside(entry.id, problem))
-        skipped = Recovery(len(entries), tuple(set_aside), 0, orphan_sweep_skipped=True)
+        skipped = Recovery(checked, tuple(set_aside), 0, orphan_sweep_skipped=True)
         if self._puts_in_flight:
             log.warning("spool %s: puts in progress, orphan sweep skipped", self.path)
             return skipped
@@ -1164,18 +1209,39 @@ class Spool:
             log.warning("spool %s is in use by another process: orphan sweep skipped", self.path)
             return skipped
         try:
-            known = {row[0] for row in self._read("SELECT id FROM message")}
-            orphans = 0
-            for path in self.messages_dir.iterdir():
-                if path.name in known:
-                    continue
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-                    orphans += 1
-                log.info("%s: orphan content removed (never acknowledged, or removed)", path.name)
+            orphans = sum(
+                self._remove_orphans(chunk)
+                for chunk in _chunks(self._content_names(), IN_LIST_LIMIT)
+            )
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_SH if self._put_lock_held else fcntl.LOCK_UN)
-        return Recovery(len(entries), tuple(set_aside), orphans)
+        return Recovery(checked, tuple(set_aside), orphans)
+
+    def _content_names(self) -> Iterator[str]:
+        with os.scandir(self.messages_dir) as found:
+            for item in found:
+                yield item.name
+
+    def _remove_orphans(self, names: Sequence[str]) -> int:
+        """Delete the files among `names` (from messages/) that have no row: IN_LIST_LIMIT
+        names per query, so the sweep never holds every queue id at once."""
+        ids = [name for name in names if is_queue_id(name)]
+        known: set[str] = set()
+        if ids:
+            placeholders = ",".join("?" * len(ids))
+            known = {
+                row[0]
+                for row in self._read(f"SELECT id FROM message WHERE id IN ({placeholders})", ids)
+            }
+        orphans = 0
+        for name in names:
+            if name in known:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                (self.messages_dir / name).unlink()
+                orphans += 1
+            log.info("%s: orphan content removed (never acknowledged, or removed)", name)
+        return orphans
 
     def _entry_problem(self, entry: QueueEntry, verify_checksums: bool) -> str | None:
         if not entry.recipients:
@@ -1235,6 +1301,17 @@ def _fail(batch: Sequence[_NewMessage | _Outcome], error: SpoolError) -> None:
             item.future.set_exception(error)
 
 
+def _chunks(names: Iterable[str], size: int = IN_LIST_LIMIT) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for name in names:
+        chunk.append(name)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def _entries(message_rows: list[Any], recipient_rows: list[Any]) -> list[QueueEntry]:
     by_id: dict[str, list[RecipientState]] = {row[0]: [] for row in message_rows}
     for row in recipient_rows:
@@ -1260,11 +1337,14 @@ def _entries(message_rows: list[Any], recipient_rows: list[Any]) -> list[QueueEn
     ]
 
 
+_STATUS_BY_VALUE = {status.value: status for status in RecipientStatus}  # faster than the call
+
+
 def _recipient_from_row(row: Sequence[Any]) -> RecipientState:
     _, _, address, status, reason, attempts, next_attempt, last, dsn_status, mta, diag = row
     return RecipientState(
         address=address,
-        status=RecipientStatus(status),
+        status=_STATUS_BY_VALUE.get(status) or RecipientStatus(status),
         reason=reason,
         attempts=attempts,
         next_attempt=next_attempt,
