@@ -292,6 +292,11 @@ async def _serve(config: Config, config_file: Path | None, dns: DNSSetup, spool_
     try:
         return await server.run()
     finally:
+        # Nothing may write to the spool once it is closed (RFC 5321 §6.1: a finished
+        # attempt's outcome is kept).  An attempt the engine started after its stop began
+        # (a scan still reading when the stop came) is cancelled here, and is due again
+        # at the next start; outcomes being written are written to the end first.
+        await engine.stop(grace=0)
         await pool.close()
         await asyncio.to_thread(spool.close)
 
