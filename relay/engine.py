@@ -696,8 +696,8 @@ class Engine:
         return started
 
     def _start(self, entry: QueueEntry) -> int:
-        if entry.id in self._tasks:
-            return 0
+        if entry.id in self._tasks or self._stopping:
+            return 0  # once stop() began nothing starts (a scan may end after it)
         task = asyncio.create_task(self._process(entry), name=f"deliver {entry.id}")
         self._tasks[entry.id] = task
         task.add_done_callback(functools.partial(self._finished, entry.id))

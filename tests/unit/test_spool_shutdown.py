@@ -232,8 +232,9 @@ async def test_serve_cancels_what_a_scan_started_during_the_stop_before_closing(
     tmp_path: Path, late_log: LateLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """relay/cli_serve.py `_serve`: the engine is stopped once more before the spool closes,
-    so an attempt started by a scan that was reading when the stop came (Engine._scan does
-    not look at the stop) neither runs on nor writes into the closed spool."""
+    so an attempt started by a scan that was reading when the stop came neither runs on nor
+    writes into the closed spool (the engine starts nothing once stopping; _serve's second
+    stop is the belt to those braces)."""
     from relay import cli_serve
     from relay.config import Config
 
@@ -254,8 +255,8 @@ async def test_serve_cancels_what_a_scan_started_during_the_stop_before_closing(
     assert await cli_serve._serve(Config.default(), None, dns, path) == 0
     server = ScanHeldServer.last
     assert server is not None and server.spool._closed
-    assert server.left_in_flight == 50  # what the engine's stop alone leaves running
-    assert server.engine.in_flight == 0  # cancelled by _serve before the spool closed
+    assert server.left_in_flight == 0  # Engine._start refuses once stop() began
+    assert server.engine.in_flight == 0  # and _serve stops it again before the spool closes
     deliverer.release.set()
     await asyncio.sleep(0.05)  # anything still running would finish and log now
     assert late_log.after_close() == []
