@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import fcntl
@@ -267,7 +268,18 @@ def run_loop(main: Coroutine[Any, Any, int]) -> int:
     return asyncio.run(main)
 
 
+# Worker threads for blocking I/O (asyncio.to_thread): every accepted message's content file
+# is written and fsynced in one (relay/spool.py).  The default pool (CPUs + 4: 6 on a
+# 2-CPU machine) made concurrent accepts wait for each other's fsyncs; with more in flight
+# the filesystem commits them together.  e2e benchmark, 2000 x 1 KB, 20 clients, median
+# of 3: 480 -> 572 msgs/s, 2.36 -> 1.97 CPU ms/msg.
+BLOCKING_IO_THREADS = 32
+
+
 async def _serve(config: Config, config_file: Path | None, dns: DNSSetup, spool_path: Path) -> int:
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(BLOCKING_IO_THREADS, thread_name_prefix="io")
+    )
     try:
         spool = await asyncio.to_thread(Spool, spool_path)
     except SpoolError as exc:
