@@ -197,9 +197,17 @@ def config_text(mail: MailWorld, port: int, delivery: str = "", log: str = "json
 async def serving(
     tmp_path: Path, mail: MailWorld, *, delivery: str = "", log: str = "json"
 ) -> AsyncIterator[Serve]:
+    """`serve` on the mail world's configuration (GOOD), JSON logs unless told otherwise."""
+    async with serving_config(tmp_path, lambda port: config_text(mail, port, delivery, log)) as s:
+        yield s
+
+
+@asynccontextmanager
+async def serving_config(tmp_path: Path, text: Callable[[int], str]) -> AsyncIterator[Serve]:
+    """`serve` started on `text(port)` as its configuration; stopped (exit 0) afterwards."""
     port = free_port()
     config = tmp_path / "relay.toml"
-    config.write_text(config_text(mail, port, delivery, log))
+    config.write_text(text(port))
     serve = Serve(tmp_path, config, port, tmp_path / "serve.log")
     await serve.start()
     try:
@@ -563,12 +571,9 @@ async def test_default_dns_on_this_machine_starts_and_defers_loudly(tmp_path: Pa
     with that reason (4.4.3): never a crash, never a bounce.
     """
     servers = system_nameservers()
-    port = free_port()
-    config = tmp_path / "relay.toml"
-    config.write_text(f'[listen]\naddress = "127.0.0.1:{port}"\n')
-    serve = Serve(tmp_path, config, port, tmp_path / "serve.log")
-    await serve.start()
-    try:
+    async with serving_config(
+        tmp_path, lambda port: f'[listen]\naddress = "127.0.0.1:{port}"\n'
+    ) as serve:
         log = serve.log_text()
         assert f"spool {tmp_path / 'spool'}" in log  # the default spool: in the working dir
         if not servers:
@@ -584,8 +589,6 @@ async def test_default_dns_on_this_machine_starts_and_defers_loudly(tmp_path: Pa
             recipient.reason
         )
         assert recipient.dsn_status == "4.4.3"
-    finally:
-        assert await serve.terminate() == 0, serve.log_text()
 
 
 async def test_resolver_mode_on_this_machine_starts_and_defers_loudly(tmp_path: Path) -> None:
@@ -597,12 +600,10 @@ async def test_resolver_mode_on_this_machine_starts_and_defers_loudly(tmp_path: 
     serve starts with them.
     """
     refused = [ip for ip, _ in system_nameservers() if not _loopback(ip)]
-    port = free_port()
-    config = tmp_path / "relay.toml"
-    config.write_text(f'[dns]\nvalidation = "resolver"\n\n[listen]\naddress = "127.0.0.1:{port}"\n')
-    serve = Serve(tmp_path, config, port, tmp_path / "serve.log")
-    await serve.start()
-    try:
+    async with serving_config(
+        tmp_path,
+        lambda port: f'[dns]\nvalidation = "resolver"\n\n[listen]\naddress = "127.0.0.1:{port}"\n',
+    ) as serve:
         log = serve.log_text()
         assert f"spool {tmp_path / 'spool'}" in log  # the default spool: in the working dir
         if not refused:
@@ -614,8 +615,6 @@ async def test_resolver_mode_on_this_machine_starts_and_defers_loudly(tmp_path: 
         assert recipient.reason.startswith("no trustworthy DNSSEC resolver: ")
         assert recipient.dsn_status == "4.4.3"
         assert f"{queue_id}: to=<user@example.com>, relay=none" in serve.log_text()
-    finally:
-        assert await serve.terminate() == 0, serve.log_text()
 
 
 def _loopback(ip: str) -> bool:
