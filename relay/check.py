@@ -218,7 +218,7 @@ def chain_summary(chain: Sequence[bytes]) -> list[dict[str, Any]]:
                     "not_after": cert.not_valid_after_utc.isoformat(),
                 }
             )
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:  # TypeError: see tlsa.match._read_certificate
             summary.append({"depth": depth, "error": f"not a DER certificate: {exc}"})
     return summary
 

@@ -262,3 +262,16 @@ def hierarchy(
         not_after=leaf_not_after,
     )
     return Hierarchy(root, intermediate, leaf)
+
+
+def leaf_with_refused_subject(issuer: Issued, host: str) -> bytes:
+    """DER of a leaf for `host` that parses, but whose subject `cryptography` refuses
+    only when read (with TypeError): a BIT STRING value under commonName, which only
+    x500UniqueIdentifier may carry.  What a hostile server can send."""
+    from cryptography.x509.name import _ASN1Type
+
+    unique_id = x509.NameAttribute(NameOID.X500_UNIQUE_IDENTIFIER, b"\x00\xb2", _ASN1Type.BitString)
+    der = issue(host, subject=x509.Name([unique_id]), issuer=issuer, sans=[host]).der
+    oid_2_5_4_45, oid_2_5_4_3 = bytes.fromhex("060355042d"), bytes.fromhex("0603550403")
+    assert der.count(oid_2_5_4_45) == 1
+    return der.replace(oid_2_5_4_45, oid_2_5_4_3)

@@ -199,7 +199,9 @@ def _read_certificate(der: bytes) -> _Facts | str:
         common_names = tuple(
             str(a.value) for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         )
-    except (ValueError, x509.InvalidVersion) as exc:
+    except (ValueError, TypeError, x509.InvalidVersion) as exc:
+        # TypeError: cryptography refuses some decodable names lazily with it, e.g. a
+        # BIT STRING value under any attribute but x500UniqueIdentifier (fuzz finding).
         return f"not a DER certificate ({exc})"
     try:
         key: _PublicKey | None = _as_public_key(cert.public_key())
@@ -234,7 +236,12 @@ def _certificate_facts(der: bytes) -> _Facts | str:
 def _read_extensions(cert: x509.Certificate) -> _Extensions:
     try:
         extensions = list(cert.extensions)
-    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+    except (
+        ValueError,
+        TypeError,
+        x509.DuplicateExtension,
+        x509.UnsupportedGeneralNameType,
+    ) as exc:
         return _Extensions(problem=f"malformed extensions ({exc})")
     facts = _Extensions()
     for ext in extensions:

@@ -9,6 +9,7 @@ import pytest
 from relay.check import (
     IPVerdict,
     Probe,
+    chain_summary,
     ip_verdict,
     rollover,
     rrsig_expirations,
@@ -445,3 +446,13 @@ def test_rrsig_expirations_take_the_earliest_per_type() -> None:
     assert found["MX"] == dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
     assert found["TXT"] == dt.datetime.fromtimestamp(1798761600, dt.UTC)
     assert set(found) == {"MX", "TXT"}
+
+
+def test_chain_summary_names_a_certificate_it_cannot_read() -> None:
+    tier = pki.hierarchy("mx.example.com")
+    refused = pki.leaf_with_refused_subject(tier.intermediate, "mx.example.com")
+    summary = chain_summary([refused, tier.intermediate.der, b"\x30"])
+    assert [s["depth"] for s in summary] == [0, 1, 2]
+    assert summary[0]["error"].startswith("not a DER certificate")
+    assert summary[1]["subject"] == "CN=Test Issuer CA"
+    assert summary[2]["error"].startswith("not a DER certificate")

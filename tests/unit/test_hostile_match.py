@@ -244,3 +244,13 @@ def test_garbage_certificates_are_verdicts(tier: pki.Hierarchy, der: bytes) -> N
         verdict = verify(chain, [rec(tier.intermediate, 2, 0, 1)], [MX], NOW)
         assert not verdict.authenticated
         assert "not a DER certificate" in verdict.reason or "certificate at depth" in verdict.reason
+
+
+def test_a_subject_cryptography_refuses_is_a_verdict(tier: pki.Hierarchy) -> None:
+    """Fuzz finding (stop 12 CI): `Certificate.subject` raised TypeError for a BIT STRING
+    commonName; a server sending one must get a verdict, never an exception."""
+    leaf = pki.leaf_with_refused_subject(tier.intermediate, MX)
+    for chain in ([leaf], [leaf, tier.intermediate.der], [*tier.chain(), leaf]):
+        verdict = verify(chain, [rec(tier.intermediate, 2, 0, 1)], [MX], NOW)
+        assert not verdict.authenticated
+        assert "not a DER certificate" in verdict.reason, verdict.reason
