@@ -20,9 +20,9 @@ The table (first matching row wins; "site" = the whole session):
 | DANE authentication failed (RFC 7672 §3.2)             | TRY_NEXT | 4.7.5   |
 | connection lost / timeout before any recipient reply   | TRY_NEXT | 4.4.2   |
 | 421 to MAIL, RCPT or DATA (RFC 5321 §3.8)              | TRY_NEXT | 4.x.x   |
-| MAIL 4xx / 5xx                                         | DEFER / BOUNCE, all recipients |
-| RCPT 4xx / 5xx                                         | DEFER / BOUNCE, that recipient |
-| RCPT 2xx, DATA 4xx / 5xx                               | DEFER / BOUNCE, accepted ones  |
+| MAIL 4xx / 5xx                                         | TRY_NEXT / BOUNCE, all recipients |
+| RCPT 4xx / 5xx                                         | TRY_NEXT / BOUNCE, that recipient |
+| RCPT 2xx, DATA 4xx / 5xx                               | TRY_NEXT / BOUNCE, accepted ones  |
 | RCPT 2xx, DATA 2xx                                     | DELIVERED          | 2.x.x   |
 | RCPT 2xx or unanswered, session lost before DATA reply | TRY_NEXT           | 4.4.2   |
 
@@ -35,8 +35,12 @@ Decisions where Postfix and the brief differ or the RFCs are silent:
 - A 5xx greeting, EHLO or HELO means "try the next host", never a bounce:
   before TLS and authentication such a reply may come from an attacker, and a
   server that will not talk to us has said nothing about a recipient.
-- 4xx to MAIL, RCPT or DATA is DEFER (stop for this attempt), not "try a
-  backup MX" as Postfix does for non-final servers; 421 alone means TRY_NEXT.
+- 4xx to MAIL, RCPT or DATA is TRY_NEXT, as Postfix's smtp_trouble.c keeps a
+  recipient with a soft error for the next server unless this one was the
+  last: a greylisting or overloaded primary does not hold mail that a backup
+  MX would take.  After the last server `final_verdict` makes it DEFER, with
+  the server's own reply as the reason.  The next server is held to the same
+  TLS and DANE policy, so nothing is downgraded by moving on.
 - `final_verdict` keeps the last outcome, except that a security failure
   (STARTTLS missing or refused, handshake, DANE) is not hidden by a later,
   less telling failure (no reply, or a plain server refusal of the session).
@@ -274,7 +278,9 @@ def _by_reply(result: SessionResult, rcpt: str, reply: Reply, stage: Stage) -> O
         )
     if reply.permanent:  # RFC 5321 §4.2.1: 5yz, do not repeat the same request
         return Outcome(rcpt, Action.BOUNCE, _status(reply, "5"), reason, False, reply, result.peer)
-    return Outcome(rcpt, Action.DEFER, _status(reply, "4"), reason, False, reply, result.peer)
+    # RFC 5321 §4.2.1: 4yz, the request may succeed later, or elsewhere (§5.1: the next MX);
+    # Postfix keeps such a recipient for the next server (see the module docstring).
+    return Outcome(rcpt, Action.TRY_NEXT, _status(reply, "4"), reason, False, reply, result.peer)
 
 
 def _site(result: SessionResult, rcpt: str) -> Outcome:

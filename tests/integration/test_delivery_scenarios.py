@@ -144,6 +144,13 @@ SCENARIOS = [
             hosts=(Host("mx1", next(ips), tlsa=DECOY_EE), Host("mx2", next(ips), tlsa=EE)),
         ),
     ),
+    Scenario(
+        "greylisting-primary",
+        Domain(
+            "grey-mx.test.",
+            hosts=(Host("mx1", next(ips), tlsa=EE), Host("mx2", next(ips), tlsa=EE)),
+        ),
+    ),
     # -- forged DNS, policy levels, men in the middle -----------------------------------------
     Scenario(
         "forged-mx",
@@ -430,6 +437,28 @@ async def test_first_mx_mismatching_second_matching(mail: MailWorld) -> None:
         delivery = await mail.send("second-mx")
         assert_delivered(delivery, servers, "mx2.two-mx.test", tls_level=VERIFIED)
         assert_nothing_arrived(delivery, servers, "mx1.two-mx.test")
+
+
+async def test_rcpt_4xx_at_the_first_mx_goes_to_the_second(mail: MailWorld) -> None:
+    """A soft refusal (greylisting) at the primary is not the last word while a backup MX is
+    left (Postfix smtp_trouble.c; RFC 5321 §4.2.1 4yz): delivered at the second, which is
+    held to DANE just the same."""
+    async with mail.serve("greylisting-primary") as servers:
+        recipient = mail.scenario("greylisting-primary").recipient
+        servers["mx1.grey-mx.test"].sink.reject[recipient] = "450 4.2.0 greylisted, try later"
+        delivery = await mail.send("greylisting-primary")
+        assert_delivered(delivery, servers, "mx2.grey-mx.test", tls_level=VERIFIED)
+        assert_nothing_arrived(delivery, servers, "mx1.grey-mx.test")
+
+
+async def test_rcpt_4xx_at_every_mx_defers_with_the_reply(mail: MailWorld) -> None:
+    async with mail.serve("greylisting-primary") as servers:
+        recipient = mail.scenario("greylisting-primary").recipient
+        servers["mx1.grey-mx.test"].sink.reject[recipient] = "450 4.2.0 greylisted, try later"
+        servers["mx2.grey-mx.test"].sink.reject[recipient] = "451 4.3.0 busy"
+        delivery = await mail.send("greylisting-primary")
+        entry = assert_deferred(delivery, why="451 4.3.0 busy")
+        assert entry.get("dsn") == "4.3.0", delivery
 
 
 # -- forged DNS ---------------------------------------------------------------------------------

@@ -142,7 +142,7 @@ TABLE: list[tuple[str, SessionResult, list[tuple[Action, str]]]] = [
             mail=r(451, "4.3.0 try later"),
             failure=fail(Stage.MAIL, FailureKind.REPLY, r(451, "4.3.0 try later")),
         ),
-        [(F, "4.3.0")] * 3,
+        [(T, "4.3.0")] * 3,
     ),
     (
         "MAIL 550",
@@ -183,7 +183,7 @@ TABLE: list[tuple[str, SessionResult, list[tuple[Action, str]]]] = [
     (
         "RCPT mixed 250 / 450 / 550",
         delivered_to(OK, r(450, "4.2.1 busy"), r(550, "5.1.1 unknown")),
-        [(D, "2.0.0"), (F, "4.2.1"), (B, "5.1.1")],
+        [(D, "2.0.0"), (T, "4.2.1"), (B, "5.1.1")],
     ),
     (
         "RCPT 5xx without enhanced code",
@@ -198,7 +198,7 @@ TABLE: list[tuple[str, SessionResult, list[tuple[Action, str]]]] = [
     (
         "RCPT unexpected 3xx counts as transient",
         delivered_to(OK, OK, r(354, "what")),
-        [(D, "2.0.0"), (D, "2.0.0"), (F, "4.0.0")],
+        [(D, "2.0.0"), (D, "2.0.0"), (T, "4.0.0")],
     ),
     (
         "RCPT 421 mid-way: the rest go to the next host",
@@ -217,12 +217,12 @@ TABLE: list[tuple[str, SessionResult, list[tuple[Action, str]]]] = [
     (
         "all RCPT refused, no DATA",
         session(mail=OK, rcpt=(r(550, "5.1.1 a"), r(550, "5.1.1 b"), r(452, "4.5.3 too many"))),
-        [(B, "5.1.1"), (B, "5.1.1"), (F, "4.5.3")],
+        [(B, "5.1.1"), (B, "5.1.1"), (T, "4.5.3")],
     ),
     (
-        "DATA 451: accepted ones deferred, refused ones keep their own fate",
+        "DATA 451: accepted ones go to the next host, refused ones keep their own fate",
         delivered_to(OK, OK, r(550, "5.1.1 x"), data=r(451, "4.3.0 later")),
-        [(F, "4.3.0"), (F, "4.3.0"), (B, "5.1.1")],
+        [(T, "4.3.0"), (T, "4.3.0"), (B, "5.1.1")],
     ),
     (
         "DATA 554",
@@ -338,7 +338,7 @@ CONN_2 = outcome(T, "4.4.1", "connect to mx2 refused")
 GREET = outcome(T, "4.3.2", "mx2 refused to talk to me", reply=True)
 DANE = outcome(T, "4.7.5", "Server certificate not verified", security=True)
 DANE_2 = outcome(T, "4.7.5", "mx3 handshake failure", security=True)
-RCPT_450 = outcome(F, "4.2.1", "mx2 said 450", reply=True)
+RCPT_450 = outcome(T, "4.2.1", "mx1 said 450", reply=True)
 RCPT_550 = outcome(B, "5.1.1", "mx2 said 550", reply=True)
 DONE = outcome(D, "2.0.0", "delivered via mx2", reply=True)
 
@@ -348,7 +348,13 @@ VERDICTS = [
     ("security beats a later refusal", [DANE, GREET], (F, "Server certificate not verified")),
     ("a refusal beats a lost connection", [GREET, CONN_2], (F, "mx2 refused to talk to me")),
     ("last of two security failures", [DANE, DANE_2], (F, "mx3 handshake failure")),
-    ("a recipient reply is final", [DANE, RCPT_450], (F, "mx2 said 450")),
+    ("a soft refusal goes on to the next host", [RCPT_450, DONE], (D, "delivered via mx2")),
+    ("a soft refusal beats a later lost connection", [RCPT_450, CONN_2], (F, "mx1 said 450")),
+    (
+        "a security failure outweighs a soft refusal",
+        [DANE, RCPT_450],
+        (F, "Server certificate not verified"),
+    ),
     ("bounce is final", [CONN_1, RCPT_550], (B, "mx2 said 550")),
     ("delivered wins", [DANE, DONE], (D, "delivered via mx2")),
     ("single try-next becomes defer", [DANE], (F, "Server certificate not verified")),
