@@ -66,10 +66,10 @@ EXIT_ERROR = 2
 _COLOURS = {Mark.PASS: "32", Mark.INFO: "36", Mark.WARN: "33", Mark.FAIL: "31"}
 
 
-def register(commands: Any) -> None:
+def register(commands: Any, name: str, summary: str) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
-        "check",
-        help="check whether DANE senders can reach DOMAIN, per MX and per IP address",
+        name,
+        help=summary,
         description=(
             "Check DNSSEC, MX, TLSA and every MX address of DOMAIN as a DANE sender sees them "
             "(a probe session per address: STARTTLS and authentication, never MAIL), and "

@@ -33,11 +33,10 @@ EXIT_OK = 0
 EXIT_SURPRISE = 1
 
 
-def register(commands: Any) -> None:
+def register(commands: Any, name: str, summary: str) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
-        "demo",
-        help="show, on loopback, the attacks DANE stops (STARTTLS stripping, "
-        "certificate substitution, DNS poisoning)",
+        name,
+        help=summary,
         description=(
             "Run four scenarios on an in-process loopback world, each with a plain "
             "opportunistic-TLS sender and with dane-relay, and show what the attacker captured."

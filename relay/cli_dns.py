@@ -44,10 +44,10 @@ NO_CHAIN_WITH_RESOLVER = (
 )
 
 
-def register(commands: Any) -> None:
+def register(commands: Any, name: str, summary: str) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
-        "dns",
-        help="look up a DNS record and show its DNSSEC status",
+        name,
+        help=summary,
         description=(
             "Look up NAME/TYPE through the configured validating resolver and print the "
             "records, the CNAME chain and the DNSSEC status (secure, insecure, bogus, error). "

@@ -94,10 +94,10 @@ Handler = Callable[[argparse.Namespace], int]
 # -- command line ---------------------------------------------------------------------------
 
 
-def register(commands: Any) -> None:
+def register(commands: Any, name: str, summary: str) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
-        "queue",
-        help="list, show, flush, hold, release, delete or requeue queued mail",
+        name,
+        help=summary,
         description=(
             "Look at and act on the spool, also while `dane-relay serve` runs. Each action "
             "takes --spool DIR (the spool folder) or --config FILE (its [spool] path); with "

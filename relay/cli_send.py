@@ -103,10 +103,10 @@ def crlf_lines(message: bytes) -> bytes:
     return re.sub(rb"\r\n|\r|\n", b"\r\n", message)
 
 
-def register(commands: Any) -> None:
+def register(commands: Any, name: str, summary: str) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
-        "send",
-        help="deliver one message now, without a queue, and report per recipient",
+        name,
+        help=summary,
         description=(
             "Make one delivery attempt of MESSAGE_FILE (or standard input) to each recipient, "
             "with DANE where the destination publishes TLSA records. Exit 0 when all were "

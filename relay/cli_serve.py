@@ -99,10 +99,10 @@ LOCK_FILE = "serve.lock"
 SHUTDOWN_GRACE = 8.0
 
 
-def register(commands: Any) -> None:
+def register(commands: Any, name: str, summary: str) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
-        "serve",
-        help="run the relay: accept mail on [listen] address, queue it, deliver it with DANE",
+        name,
+        help=summary,
         description=(
             "Run the submission listener and the delivery engine until SIGTERM or SIGINT. "
             "Without --config the embedded defaults apply: 127.0.0.1:2525, the spool folder "

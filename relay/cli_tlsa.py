@@ -52,10 +52,8 @@ TLS handshake (RFC 7671, RFC 7672). Exit status: 0 authenticated,
 """
 
 
-def register(commands: Any) -> None:
-    parser: argparse.ArgumentParser = commands.add_parser(
-        "tlsa", help="generate TLSA records or check a chain against them"
-    )
+def register(commands: Any, name: str, summary: str) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=summary)
     parser.set_defaults(handler=_missing_command)
     actions = parser.add_subparsers(dest="tlsa_command", metavar="ACTION")
     _register_generate(actions)

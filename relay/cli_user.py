@@ -26,10 +26,10 @@ from relay.users import add_user, read_users, remove_user
 __all__ = ["register"]
 
 
-def register(commands: Any) -> None:
+def register(commands: Any, name: str, summary: str) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
-        "user",
-        help="manage the users who may AUTH to the submission listener",
+        name,
+        help=summary,
         description="Manage the users file of the submission listener (salted scrypt hashes).",
     )
     actions = parser.add_subparsers(dest="user_action", metavar="ACTION", required=True)
