@@ -289,7 +289,8 @@ class TextFormatter(logging.Formatter):
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, queue_id, and the line's fields."""
+    """One JSON object per line: time, level, logger, pid, message, queue_id, and the line's
+    fields (`serve` is two processes: the listener's lines carry the listener's pid)."""
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
@@ -297,6 +298,7 @@ class JSONFormatter(logging.Formatter):
             "time": _timestamp(record),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,
             "message": message,
         }
         fields = getattr(record, FIELDS, None)
