@@ -2,9 +2,12 @@
 
 One responsibility: the process.  Load and check the configuration (the
 embedded defaults without --config), take the spool's lock, recover the
-spool, start the listener (relay.listener), the engine (relay.engine) and,
-when configured, the metrics endpoint (relay.metrics); log one start-up
-line; handle signals; shut down cleanly.
+spool, start the listener (relay.listener, in a child process of its own:
+relay.listener_process), the engine (relay.engine) and, when configured,
+the metrics endpoint (relay.metrics); log one start-up line; handle
+signals; shut down cleanly.  The child is this process's: it gets its
+orders (log settings, stop) from here, is started again if it dies, and dies
+with this process.
 
 Exit status: 0 after a clean shutdown; 2 for an invalid configuration, a
 spool already used by another `serve`, or a listen address that cannot be
@@ -34,10 +37,12 @@ The probe is repeated at most once a minute as deliveries start
 validating is picked up without a restart.
 
 Signals:
-- SIGTERM, SIGINT: clean shutdown.  The listener stops accepting; a
+- SIGTERM, SIGINT: clean shutdown.  The listener process stops accepting; a
   message being received finishes (or its client gets 421 after the grace
   period); attempts in flight may finish within the grace period and are
-  recorded, the rest stay queued for the next start.  Exit 0.
+  recorded, the rest stay queued for the next start.  Exit 0.  (Signal
+  this process, not the listener's: SIGTERM to the listener process alone
+  only restarts it.)
 - SIGHUP: reload the configuration file.  The engine takes the new
   [delivery] and [policy] settings, retry policy, [dns] resolver and the
   [log] format and level from the next attempt on.  [listen], [spool],
@@ -81,11 +86,12 @@ from relay.engine import (
     deferring_deliverer,
 )
 from relay.errors import ConfigError, UsageError
-from relay.listener import Listener, ListenerError
+from relay.listener import ListenerError
+from relay.listener_process import ListenerProcess, ListenerSetup
 from relay.metrics import Metrics
 from relay.session_pool import SessionPool
 from relay.smtp_session import run_session
-from relay.spool import Spool, SpoolError
+from relay.spool import QueueEntry, Spool, SpoolError
 from tlsa.lookups import Lookups
 from tlsa.resolver import ValidatingStubResolver
 
@@ -294,12 +300,19 @@ async def _serve(config: Config, config_file: Path | None, dns: DNSSetup, spool_
         observers=observers,
     )
 
-    def accepted(queue_id: str) -> None:
+    def accepted(entry: QueueEntry) -> None:
         # Submitted mail only: the engine's own notices are not "accepted" (metrics).
         metrics.accepted()
-        engine.wake()
+        engine.offer(entry)
 
-    listener = Listener(config.listen.settings(), spool, on_queued=accepted)
+    setup = ListenerSetup(
+        listen=config.listen.settings(),
+        spool_path=spool_path,
+        log_format=config.log.format,
+        log_level=config.log.level,
+        io_threads=BLOCKING_IO_THREADS,
+    )
+    listener = ListenerProcess(setup, on_queued=accepted)
     server = _Server(config, config_file, dns, spool, engine, listener, metrics, pool)
     try:
         return await server.run()
@@ -323,7 +336,7 @@ class _Server:
         dns: DNSSetup,
         spool: Spool,
         engine: Engine,
-        listener: Listener,
+        listener: ListenerProcess,
         metrics: Metrics,
         pool: SessionPool,
     ) -> None:
@@ -446,6 +459,7 @@ class _Server:
             log.error("SIGHUP: configuration not reloaded, the running one stays: %s", exc)
             return
         relay_log.configure(new.log.format, new.log.level)
+        self.listener.set_logging(new.log.format, new.log.level)
         self.engine.reconfigure(deliver=deliverer, settings=settings)
         kept = [
             name

@@ -128,6 +128,9 @@ log = logging.getLogger("relay.engine")
 NO_RESOLVER_STATUS = "4.4.3"  # RFC 3463: directory server failure (no trustworthy DNS)
 INTERNAL_ERROR_STATUS = "4.3.0"  # RFC 3463: other or undefined mail system status
 STOP_GRACE = 30.0
+#: Finished message ids remembered so that a late notice from the listener process
+#: (`Engine.offer`) does not start a message again; far more than a pipe can lag behind.
+RECENTLY_FINISHED = 4096
 
 
 # -- values the engine works with ---------------------------------------------------------
@@ -476,6 +479,7 @@ class Engine:
         self._global = asyncio.Semaphore(self.settings.concurrency_limit)
         self._gates: dict[str, _Gate] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}  # messages in flight
+        self._recently_finished: dict[str, None] = {}  # insertion-ordered, see offer()
         self._handed: dict[str, QueueEntry] = {}  # handed over by the spool, not started yet
         self._applying: set[asyncio.Future[None]] = set()
         self._wake = asyncio.Event()
@@ -611,6 +615,16 @@ class Engine:
     def _room(self) -> int:
         return self.settings.active_limit - len(self._tasks) - len(self._handed)
 
+    def offer(self, entry: QueueEntry) -> None:
+        """A message another process of this relay queued (the listener process,
+        relay.listener_process), handed over as the spool hands over its own.
+
+        Its notice travels over a pipe and may come after a scan already found the
+        message; one that was attempted since is not started again (a finished id is
+        remembered for the last `RECENTLY_FINISHED` messages)."""
+        if entry.id not in self._recently_finished:
+            self._handed_over(entry)
+
     def _handed_over(self, entry: QueueEntry) -> None:
         """The spool committed a new message (`Spool.subscribe_new`): start it without a scan."""
         if self._stopping or entry.id in self._tasks or entry.id in self._handed:
@@ -705,6 +719,9 @@ class Engine:
 
     def _finished(self, queue_id: str, _: object) -> None:
         self._tasks.pop(queue_id, None)
+        self._recently_finished[queue_id] = None
+        if len(self._recently_finished) > RECENTLY_FINISHED:
+            del self._recently_finished[next(iter(self._recently_finished))]
         self.wake()
 
     def _sleep_time(self) -> float:

@@ -16,6 +16,7 @@ import email
 import email.message
 import ipaddress
 import json
+import os
 import random
 import re
 import signal
@@ -513,6 +514,72 @@ async def test_kill_9_during_a_500_message_load_loses_nothing(
         await until(all_delivered, "every accepted message", deadline=120)
         assert all(m.over_tls for m in running[host].sink.messages)
         await serve.until_empty()
+
+
+def listener_pid(serve: Serve) -> int | None:
+    """The pid of serve's listener process (relay/listener_process.py), found in /proc."""
+    assert serve.process is not None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+        except OSError:
+            continue
+        if int(ppid) == serve.process.pid and b"relay.listener_process" in cmdline:
+            return None if state == "Z" else int(entry.name)
+    return None
+
+
+def ended(pid: int) -> bool:
+    """Gone, or a zombie nobody reaped yet (it holds no socket any more)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def said(serve: Serve, phrase: str) -> int:
+    return sum(phrase in r["message"] for r in serve.log_records())
+
+
+async def test_a_listener_process_that_dies_is_started_again(
+    tmp_path: Path, mail: MailWorld
+) -> None:
+    """The listener runs in a child process (relay/listener_process.py): killed, or stopped by
+    a SIGTERM of its own, it is started again and mail is accepted and delivered as before."""
+    async with mail.serve("serve-good") as running, serving(tmp_path, mail) as serve:
+        first = listener_pid(serve)
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        await until(lambda: said(serve, "listener process started again") == 1, "a restart")
+        assert said(serve, f"listener process (pid {first}) exited with status -9") == 1
+        second = listener_pid(serve)
+        assert second is not None and second != first
+        os.kill(second, signal.SIGTERM)  # e.g. a supervisor signalling every process
+        await until(lambda: said(serve, "listener process started again") == 2, "a restart")
+        assert said(serve, f"listener process (pid {second}) stopped on SIGTERM") == 1
+        marker = f"restarted-{uuid.uuid4().hex}"
+        await asyncio.to_thread(serve.submit, marker, ["user@serve-good.test"])
+        await until(lambda: bool(arrived(running, "mx.serve-good.test", marker)), "the delivery")
+        listener_lines = [r for r in serve.log_records() if r.get("logger") == "relay.listener"]
+        assert {r["pid"] for r in listener_lines} >= {first, second}  # each with its own pid
+
+
+async def test_kill_9_of_serve_takes_its_listener_process_along(
+    tmp_path: Path, mail: MailWorld
+) -> None:
+    """No listener is left holding the port when serve dies (Linux PR_SET_PDEATHSIG)."""
+    async with serving(tmp_path, mail) as serve:
+        child = listener_pid(serve)
+        assert child is not None
+        serve.kill()
+        await serve.wait()
+        await until(lambda: ended(child), "the listener process to end")
+        with socket.socket() as probe:  # binding succeeds only if nobody listens there
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", serve.port))
 
 
 async def test_a_second_serve_on_the_same_spool_exits_2(tmp_path: Path, mail: MailWorld) -> None:

@@ -342,3 +342,31 @@ async def test_a_retry_time_learnt_while_a_scan_reads_is_kept(tmp_path: Path) ->
         await engine.stop()
         await runner
     assert tries == {"x.example": 2, "y.example": 1, "z.example": 1}
+
+
+async def test_mail_queued_by_another_process_is_offered_once(
+    tmp_path: Path, spool: CountingSpool
+) -> None:
+    """The listener process's spool is another Spool on the same folder; its notice
+    (`Engine.offer`) starts the message without a scan, and a notice that comes late,
+    after the message was attempted, starts nothing (relay/listener_process.py)."""
+    deliverer = FakeDeliverer()
+    engine = make_engine(spool, deliverer, FakeClock(), poll_interval=3600)
+    runner = asyncio.create_task(engine.run())
+    await until(lambda: spool.calls["scan_due"] == 1)
+    with Spool(spool.path) as listeners_spool:
+        fresh: list[Any] = []
+        listeners_spool.subscribe_new(fresh.append)
+        queue_id = await put(listeners_spool, "bob@example.net")
+    (entry,) = fresh
+    engine.offer(entry)
+    await until(lambda: spool.count() == 0)
+    await until(lambda: engine.in_flight == 0)
+    engine.offer(entry)  # late, or twice: already delivered and removed
+    assert engine._handed == {}  # not even taken up
+    for _ in range(20):
+        await asyncio.sleep(0)
+    await engine.stop()
+    await runner
+    assert [job.queue_id for job in deliverer.jobs] == [queue_id]
+    assert spool.calls["scan_due"] == 1  # found by the notice, not by a scan
