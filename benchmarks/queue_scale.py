@@ -20,8 +20,9 @@ What it does, all on loopback:
 3. starts `dane-relay serve --config F` on an empty spool (the baseline), then on the full
    one, and reports: the time from spawn until the listener answers 220 (recovery: checksum
    scan of every entry, orphan sweep, removal of finished entries, then listen), RSS when it
-   answers (`VmRSS` in /proc/PID/status), the first delivery pass (until every message has a
-   logged outcome; its duration, CPU, RSS sampled every 0.2 s and `VmHWM` at the end);
+   answers (RSS summed over serve's two processes, the engine's and the listener's,
+   relay/listener_process.py), the first delivery pass (until every message has a logged
+   outcome; its duration, CPU, RSS sampled every 0.2 s, and the engine process's `VmHWM`);
 4. while `serve` still runs: `dane-relay queue list` and `queue list --json` (output to
    /dev/null), `--repeats` times each: wall time, CPU (user + system, from wait4) and the
    listing process's own peak RSS; optionally one text listing under py-spy (`--profile`);
@@ -171,7 +172,8 @@ def vm_kib(pid: int) -> dict[str, int]:
 
 
 class RSSSampler:
-    """VmRSS of one process every SAMPLE_INTERVAL seconds in a thread; keeps the peak."""
+    """RSS of a process and its children (serve and its listener process) every
+    SAMPLE_INTERVAL seconds in a thread; keeps the peak."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -182,7 +184,7 @@ class RSSSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak_kib = max(self.peak_kib, vm_kib(self.pid).get("VmRSS", 0))
+            self.peak_kib = max(self.peak_kib, procstat.memory_kib(self.pid)[0])
             self.samples += 1
             self._stop.wait(SAMPLE_INTERVAL)
 
@@ -485,7 +487,7 @@ def baseline(empty: Serve) -> dict[str, Any]:
         ready = empty.start(timeout=60)
         figures: dict[str, Any] = {
             "ready_s": round(ready, 3),
-            "rss_mib": mib(vm_kib(empty.pid)["VmRSS"]),
+            "rss_mib": mib(procstat.memory_kib(empty.pid)[0]),
             "queue_list": asdict(
                 run_command([*dane_relay(), "queue", "list", "--config", str(empty.config)])
             ),
@@ -499,12 +501,12 @@ def baseline(empty: Serve) -> dict[str, Any]:
 def recovery(serve: Serve, timeout: float, empty_ready_s: float) -> dict[str, Any]:
     """Start serve on the full spool: spawn -> 220, its CPU and memory at that moment."""
     ready = serve.start(timeout=timeout)
-    memory = vm_kib(serve.pid)
+    memory = vm_kib(serve.pid)  # VmHWM: the engine process, which recovers the spool
     return {
         "ready_s": round(ready, 3),
         "over_empty_s": round(ready - empty_ready_s, 3),
         "cpu_s": round(procstat.cpu_seconds(serve.pid), 2),
-        "rss_mib": mib(memory["VmRSS"]),
+        "rss_mib": mib(procstat.memory_kib(serve.pid)[0]),
         "hwm_mib": mib(memory["VmHWM"]),
     }
 
@@ -517,6 +519,7 @@ def first_pass(serve: Serve, args: argparse.Namespace, workdir: Path) -> dict[st
     with RSSSampler(serve.pid) as sampler:
         seconds, seen = wait_for_pass(serve, args.messages, args.pass_timeout)
     after = vm_kib(serve.pid)
+    rss_after = procstat.memory_kib(serve.pid)[0]
     cpu = procstat.cpu_seconds(serve.pid) - cpu_before
     figures: dict[str, Any] = {
         "first_pass": {
@@ -529,8 +532,8 @@ def first_pass(serve: Serve, args: argparse.Namespace, workdir: Path) -> dict[st
             "attempts_per_s": round(seen.attempts / seconds, 1) if seconds else None,
             "cpu_s": round(cpu, 1),
             "cpu_ms_per_attempt": round(1000 * cpu / max(seen.attempts, 1), 2),
-            "peak_rss_mib": mib(max(sampler.peak_kib, after.get("VmRSS", 0))),
-            "rss_after_mib": mib(after.get("VmRSS", 0)),
+            "peak_rss_mib": mib(max(sampler.peak_kib, rss_after)),
+            "rss_after_mib": mib(rss_after),
             "hwm_mib": mib(after.get("VmHWM", 0)),
             "rss_samples": sampler.samples,
         }
