@@ -46,7 +46,7 @@ import os
 import pickle
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,8 @@ log = logging.getLogger("relay.listener")
 RESTART_DELAY = 1.0
 #: Seconds between attempts while a new listener process cannot start (e.g. port taken).
 RESTART_DELAY_FAILED = 10.0
+#: Seconds a new listener process may take to listen (it opens the spool and binds).
+START_TIMEOUT = 60.0
 #: Seconds the parent waits beyond the grace period before it kills a stopping child.
 STOP_MARGIN = 10.0
 #: Largest frame either side accepts (a QueueEntry of many recipients is far smaller).
@@ -104,9 +106,17 @@ class ListenerProcess:
     """The listener child as `serve` drives it: `await start()`, `addresses`,
     `set_logging()`, `await stop(grace)`; `on_queued(entry)` for each queued message."""
 
-    def __init__(self, setup: ListenerSetup, on_queued: Callable[[QueueEntry], None]) -> None:
+    def __init__(
+        self,
+        setup: ListenerSetup,
+        on_queued: Callable[[QueueEntry], None],
+        *,
+        command: Sequence[str] = (sys.executable, "-m", "relay.listener_process"),
+    ) -> None:
+        """`command` starts the child; it gets serve's pid as its one further argument."""
         self.setup = setup
         self.on_queued = on_queued
+        self.command = tuple(command)
         self.addresses: list[tuple[str, int]] = []
         self._process: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -119,9 +129,7 @@ class ListenerProcess:
 
     async def _spawn(self) -> tuple[asyncio.subprocess.Process, list[tuple[str, int]]]:
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "relay.listener_process",
+            *self.command,
             str(os.getpid()),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -129,7 +137,12 @@ class ListenerProcess:
         assert process.stdin is not None and process.stdout is not None
         self._process = process
         process.stdin.write(_frame(self.setup))
-        first = await _read_frame(process.stdout)
+        try:
+            first = await asyncio.wait_for(_read_frame(process.stdout), START_TIMEOUT)
+        except TimeoutError:
+            first = ("error", f"the listener process did not start within {START_TIMEOUT:g} s")
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
         if isinstance(first, tuple) and first[0] == "ready":
             return process, list(first[1])
         code = await process.wait()
@@ -142,11 +155,17 @@ class ListenerProcess:
         while True:
             assert process.stdout is not None
             stopped_by = None
-            while (message := await _read_frame(process.stdout)) is not None:
-                if message[0] == "queued":
-                    self.on_queued(message[1])
-                elif message[0] == "stopped":
-                    stopped_by = message[1]
+            try:
+                while (message := await _read_frame(process.stdout)) is not None:
+                    if message[0] == "queued":
+                        self._pass_on(message[1])
+                    elif message[0] == "stopped":
+                        stopped_by = message[1]
+            except (ValueError, TypeError, IndexError, pickle.UnpicklingError) as exc:
+                # A bug on the other side; what it queued is safe in the spool (scan).
+                log.error("unreadable notice from the listener process: %s; restarting it", exc)
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
             code = await process.wait()
             if self._stopping:
                 return
@@ -183,6 +202,13 @@ class ListenerProcess:
                 if self._stopping:  # stop() came while it started: it missed the word
                     self._send(("stop", 0.0))
                 break
+
+    def _pass_on(self, entry: QueueEntry) -> None:
+        try:
+            self.on_queued(entry)
+        except Exception:  # a bug in the engine must not stop the listener's notices
+            queue_id = getattr(entry, "id", "?")
+            log.exception("%s: the engine did not take the notice; a queue scan will", queue_id)
 
     def set_logging(self, log_format: str, log_level: str) -> None:
         """Apply a reloaded [log] format and level in the child too."""
