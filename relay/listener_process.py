@@ -291,11 +291,16 @@ async def _child(setup: ListenerSetup, commands_fd: int, notices_fd: int) -> int
         if not notices_transport.is_closing():
             notices_transport.write(_frame(message))
 
+    async def finish(code: int) -> int:
+        notices_transport.close()
+        await notices.closed  # everything written is out before the loop ends
+        return code
+
     try:
         spool = await asyncio.to_thread(Spool, setup.spool_path)
     except SpoolError as exc:
         notify(("error", f"spool.path: {exc}"))
-        return 2
+        return await finish(2)
     spool.subscribe_new(lambda entry: notify(("queued", entry)))
     listener = Listener(setup.listen, spool)
     try:
@@ -303,7 +308,7 @@ async def _child(setup: ListenerSetup, commands_fd: int, notices_fd: int) -> int
     except ListenerError as exc:
         notify(("error", str(exc)))
         await asyncio.to_thread(spool.close)
-        return 2
+        return await finish(2)
     notify(("ready", listener.addresses))
     commands = asyncio.StreamReader()
     await loop.connect_read_pipe(
@@ -336,9 +341,7 @@ async def _child(setup: ListenerSetup, commands_fd: int, notices_fd: int) -> int
     await asyncio.sleep(0)  # the notices of the last commits are scheduled on this loop
     if cause is not None:
         notify(("stopped", cause))
-    notices_transport.close()
-    await notices.closed
-    return 0
+    return await finish(0)
 
 
 class _Flushed(asyncio.Protocol):
@@ -354,6 +357,11 @@ class _Flushed(asyncio.Protocol):
 
 def main(argv: list[str]) -> int:
     """`python -m relay.listener_process PARENT_PID`, started by `serve` only."""
+    if len(argv) != 1 or not argv[0].isdigit():
+        print(
+            "usage: python -m relay.listener_process PARENT_PID (serve starts it)", file=sys.stderr
+        )
+        return 2
     _die_with_parent(int(argv[0]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
