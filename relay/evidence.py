@@ -69,15 +69,33 @@ def _field_names(kind: type) -> tuple[str, ...] | None:
         return names
 
 
+#: Plain forms of evidence that repeats from message to message (the same DNS answers,
+#: plan, TLS session and DANE verdict over a kept connection), by value; cleared when full.
+#: Sharing them is safe: evidence dicts are never modified (DomainAttempt.evidence_dict).
+_PLAIN_CACHE: dict[Any, Any] = {}
+PLAIN_CACHE_SIZE = 4096
+
+
 def to_plain(value: Any, *, omit: frozenset[str] = frozenset()) -> Any:
     """A dataclass tree as JSON values: dicts in field order, lists, strings, numbers, null.
 
     `omit` leaves out top-level fields.  Called for every attempt (the spool's
-    record and the log read it), so the field names are looked up once per type.
+    record and the log read it), so the field names are looked up once per type,
+    and the parts that repeat between attempts are converted once (`_PLAIN_CACHE`).
     """
     if isinstance(value, _SCALARS) and not isinstance(value, enum.Enum):
         return value
     kind = type(value)
+    if kind in _REPEATING and not omit:
+        try:
+            return _PLAIN_CACHE[value]
+        except KeyError:
+            if len(_PLAIN_CACHE) >= PLAIN_CACHE_SIZE:
+                _PLAIN_CACHE.clear()
+            plain = _PLAIN_CACHE[value] = {
+                name: to_plain(getattr(value, name)) for name in _field_names(kind) or ()
+            }
+            return plain
     names = _field_names(kind)
     if names is not None:
         return {name: to_plain(getattr(value, name)) for name in names if name not in omit}
@@ -347,6 +365,12 @@ class DaneSummary:
     records: tuple[str, ...] = ()
     matched: str | None = None
     depth: int | None = None
+
+
+#: The evidence types whose plain form `to_plain` keeps (frozen, hashable, often equal).
+_REPEATING: frozenset[type] = frozenset(
+    {AnswerEvidence, PlanEvidence, RecordCheck, DaneEvidence, TLSEvidence}
+)
 
 
 class RecipientStatus(enum.StrEnum):

@@ -8,6 +8,7 @@ tests/integration/test_smtp_session.py, the whole path in test_send_basic.py.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Sequence
@@ -22,7 +23,15 @@ from relay.delivery import (
     starttls_mode,
     utf8_required,
 )
-from relay.evidence import DomainAttempt, RecipientStatus
+from relay.evidence import (
+    AnswerEvidence,
+    DaneEvidence,
+    DomainAttempt,
+    RecipientStatus,
+    RecordCheck,
+    TLSEvidence,
+    to_plain,
+)
 from relay.policy import PolicyLevel, plan_connection
 from relay.smtp_evidence import (
     Exchange,
@@ -614,3 +623,20 @@ async def test_a_reused_connection_is_reported_per_recipient() -> None:
     (rcpt,) = result.results
     assert rcpt.connection_use == 3
     assert result.hosts[0].routes[0].connections[0].connection_use == 3
+
+
+def test_repeating_evidence_is_converted_once_and_to_the_same_json() -> None:
+    """to_plain keeps the plain form of evidence that repeats between attempts (DNS answers,
+    plans, TLS, DANE verdicts): an equal object gets the same, unmodified value."""
+    check = RecordCheck("3 1 1 00", True, True, 0, "matched")
+    pieces = [
+        AnswerEvidence("mx.example.test.", "A", "secure", "data", ("192.0.2.1",), (), None),
+        DaneEvidence(True, "3 1 1 00", 0, "matched at depth 0", (check,)),
+        TLSEvidence("TLSv1.3", "TLS_AES_256_GCM_SHA384", 256, "mx.example.test", ("00" * 32,)),
+    ]
+    for piece in pieces:
+        twin = dataclasses.replace(piece)  # equal, another object
+        assert twin is not piece and twin == piece
+        plain = to_plain(piece)
+        assert to_plain(twin) is plain
+        assert plain == json.loads(json.dumps(dataclasses.asdict(piece)))
