@@ -590,17 +590,18 @@ def markdown(result: dict[str, Any]) -> str:
         f"| serve on the full spool: spawn → 220 (recovery) | {rec['ready_s']:.2f} s "
         f"({rec['over_empty_s']:+.2f} s) |",
         f"| CPU until 220 | {rec['cpu_s']} s |",
-        f"| RSS after recovery (VmRSS at 220) | {rec['rss_mib']} MiB |",
-        f"| peak RSS during recovery (VmHWM at 220) | {rec['hwm_mib']} MiB |",
+        f"| RSS after recovery (serve's processes, at 220) | {rec['rss_mib']} MiB |",
+        f"| peak RSS during recovery (engine's VmHWM at 220) | {rec['hwm_mib']} MiB |",
         f"| first delivery pass ({pass_state}) | {first['seconds']} s, "
         f"{first['attempts_per_s']} attempts/s |",
         f"| attempts in the pass: all / scheduled retries (backoff over) / repeated "
         f"(same try count twice) | {first['attempts']} / {first['retries']} / "
         f"{first['repeated_attempts']} |",
         f"| CPU of the pass | {first['cpu_s']} s, {first['cpu_ms_per_attempt']} ms/attempt |",
-        f"| peak RSS during the pass (VmRSS every {SAMPLE_INTERVAL} s) | "
+        f"| peak RSS during the pass (serve's processes, every {SAMPLE_INTERVAL} s) | "
         f"{first['peak_rss_mib']} MiB |",
-        f"| RSS after the pass / VmHWM | {first['rss_after_mib']} / {first['hwm_mib']} MiB |",
+        f"| RSS after the pass / engine's VmHWM | {first['rss_after_mib']} / "
+        f"{first['hwm_mib']} MiB |",
     ]
     for mode, row in r["queue_list"].items():
         flag = " --json" if mode == "json" else ""
