@@ -533,11 +533,26 @@ def listener_pid(serve: Serve) -> int | None:
 
 
 def ended(pid: int) -> bool:
-    """Gone, or a zombie nobody reaped yet (it holds no socket any more)."""
+    """Gone, or a zombie nobody reaped yet whose threads have all exited.  (The main thread is
+    a zombie as soon as it exits; the files, sockets included, go with the last thread.)"""
+    folder = Path("/proc") / str(pid)
     try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        state = (folder / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        threads = os.listdir(folder / "task")
     except OSError:
         return True
+    return state == "Z" and threads == [str(pid)]
+
+
+def port_is_free(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:`port` (a bind with SO_REUSEADDR succeeds)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def said(serve: Serve, phrase: str) -> int:
@@ -577,9 +592,7 @@ async def test_kill_9_of_serve_takes_its_listener_process_along(
         serve.kill()
         await serve.wait()
         await until(lambda: ended(child), "the listener process to end")
-        with socket.socket() as probe:  # binding succeeds only if nobody listens there
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(("127.0.0.1", serve.port))
+        await until(lambda: port_is_free(serve.port), "the listening port to be free")
 
 
 async def test_a_second_serve_on_the_same_spool_exits_2(tmp_path: Path, mail: MailWorld) -> None:
