@@ -117,7 +117,7 @@ def _pick_certificate(certs: list[x509.Certificate], usage: int, path: Path) -> 
 def _is_ca(cert: x509.Certificate) -> bool:
     try:
         return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
+    except (x509.ExtensionNotFound, ValueError, TypeError, x509.DuplicateExtension):
         return False
 
 
@@ -126,7 +126,13 @@ def _owner_host(host: str | None, leaf: x509.Certificate) -> str:
         try:
             san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
             names = san.get_values_for_type(x509.DNSName)
-        except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
+        except (
+            x509.ExtensionNotFound,
+            ValueError,
+            TypeError,  # cryptography refuses some decodable values lazily with it
+            x509.DuplicateExtension,
+            x509.UnsupportedGeneralNameType,
+        ):
             names = []
         if not names:
             raise UsageError("the certificate has no DNS subjectAltName; pass --host")

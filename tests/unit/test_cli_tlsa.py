@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import json
+import textwrap
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from relay.cli import main
 from tests import pki
@@ -249,3 +253,28 @@ def test_generate_then_verify_round_trip(
 def test_tlsa_without_action(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["tlsa"], capsys)
     assert code == 2 and "generate or verify" in err
+
+
+def test_a_certificate_cryptography_reads_only_in_part(
+    tmp_path: Path, tier: pki.Hierarchy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A subject cryptography refuses when read (TypeError): `verify` says the chain is not
+    usable, `generate` still hashes its key; neither prints a traceback."""
+    der = pki.leaf_with_refused_subject(tier.intermediate, MX)
+    pem = tmp_path / "odd.pem"
+    pem.write_text(
+        "-----BEGIN CERTIFICATE-----\n"
+        + "\n".join(textwrap.wrap(base64.b64encode(der).decode(), 64))
+        + "\n-----END CERTIFICATE-----\n"
+    )
+    code, out, err = run(
+        ["tlsa", "verify", "--chain", str(pem), "--record", "3 0 1 " + "00" * 32], capsys
+    )
+    assert (code, err) == (1, "") and "not a DER certificate" in out
+    code, out, err = run(["tlsa", "generate", str(pem)], capsys)
+    spki_hash = hashlib.sha256(
+        x509.load_der_x509_certificate(der)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    ).hexdigest()
+    assert (code, err, out) == (0, "", f"_25._tcp.{MX}. IN TLSA 3 1 1 {spki_hash}\n")
