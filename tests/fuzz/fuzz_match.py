@@ -72,12 +72,14 @@ def pool() -> tuple[pki.Issued, ...]:
     )
     not_ca = pki.issue("Not a CA", issuer=tier.root, ca=False)
     ed = pki.hierarchy(MX, key_kind="ed25519")
+    refused = pki.leaf_with_refused_subject(tier.intermediate, MX)  # TypeError when read
     return (
         tier.leaf, tier.intermediate, tier.root,
         loop_leaf, loop_a, loop_b,
         clique_leaf, *clique,
         crowded, expired, not_ca,
         ed.leaf, ed.intermediate, ed.root,
+        pki.Issued(x509.load_der_x509_certificate(refused), pki.new_key()),
     )  # fmt: skip
 
 
