@@ -29,7 +29,8 @@ from relay.submission import (
 )
 from tests.fuzz.harness import ByteReader, main
 
-ENHANCED = re.compile(r"[2-5]\d\d [245]\.\d{1,3}\.\d{1,3} ")
+# RFC 2034 §3: every line of a reply, continuation lines ("250-...") too, carries the code.
+ENHANCED = re.compile(r"[2-5]\d\d[ -][245]\.\d{1,3}\.\d{1,3} ")
 
 
 def test_one_input(data: bytes) -> None:
@@ -91,6 +92,7 @@ def seeds() -> list[bytes]:
         case("<ü@bücher.example>".encode(), b"500 Error", "ä\x00\r".encode(), b"\x01\x00\x01"),
         case(b"<@a,@b:s@example.org>", b"451 4.3.0 later", b"\n.\n"),
         case(b"<>", b"354 go", b"x" * 300),
+        case(b"<s@example.org>", b"535- ", b""),  # a continuation line (a harness finding)
     ]
 
 

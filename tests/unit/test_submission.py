@@ -279,6 +279,7 @@ def test_has_bare_line_ending_is_a_cr_or_lf_outside_a_crlf(pieces: list[bytes]) 
         ("334 ", "334 "),
         ("599 strange", "599 5.0.0 strange"),
         ("250-multi", "250-2.0.0 multi"),
+        ("535- ", "535-5.0.0"),  # a continuation line with no text (fuzz harness finding)
         ("not a reply", "not a reply"),
     ],
 )
