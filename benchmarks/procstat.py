@@ -91,6 +91,7 @@ class MemorySampler:
         self.root = root
         self.interval = interval
         self.peak = MemoryPeak()
+        self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
 
@@ -101,6 +102,7 @@ class MemorySampler:
 
     def sample(self) -> None:
         rss, pss = memory_kib(self.root)
+        self.samples += 1
         self.peak.rss_kib = max(self.peak.rss_kib, rss)
         self.peak.pss_kib = max(self.peak.pss_kib, pss)
 

@@ -47,7 +47,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -169,32 +168,6 @@ def vm_kib(pid: int) -> dict[str, int]:
             if key in ("VmRSS", "VmHWM"):
                 found[key] = int(value.split()[0])
     return found
-
-
-class RSSSampler:
-    """RSS of a process and its children (serve and its listener process) every
-    SAMPLE_INTERVAL seconds in a thread; keeps the peak."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.peak_kib = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak_kib = max(self.peak_kib, procstat.memory_kib(self.pid)[0])
-            self.samples += 1
-            self._stop.wait(SAMPLE_INTERVAL)
-
-    def __enter__(self) -> RSSSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 @dataclass
@@ -516,7 +489,7 @@ def first_pass(serve: Serve, args: argparse.Namespace, workdir: Path) -> dict[st
     cpu_before = procstat.cpu_seconds(serve.pid)
     profile_file = workdir / "serve-profile.txt"
     spy = start_py_spy(serve.pid, profile_file) if args.profile else None
-    with RSSSampler(serve.pid) as sampler:
+    with procstat.MemorySampler(serve.pid, SAMPLE_INTERVAL) as sampler:
         seconds, seen = wait_for_pass(serve, args.messages, args.pass_timeout)
     after = vm_kib(serve.pid)
     rss_after = procstat.memory_kib(serve.pid)[0]
@@ -532,7 +505,7 @@ def first_pass(serve: Serve, args: argparse.Namespace, workdir: Path) -> dict[st
             "attempts_per_s": round(seen.attempts / seconds, 1) if seconds else None,
             "cpu_s": round(cpu, 1),
             "cpu_ms_per_attempt": round(1000 * cpu / max(seen.attempts, 1), 2),
-            "peak_rss_mib": mib(max(sampler.peak_kib, rss_after)),
+            "peak_rss_mib": mib(max(sampler.peak.rss_kib, rss_after)),
             "rss_after_mib": mib(rss_after),
             "hwm_mib": mib(after.get("VmHWM", 0)),
             "rss_samples": sampler.samples,
